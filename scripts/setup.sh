@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian machine for GoBuild: system packages, a running Docker engine,
+# the Python virtualenv and the local build image. Idempotent and quick when all is there.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${GOBUILD_VENV:-$ROOT/.venv}
+BUILD_IMAGE=${GOBUILD_BUILD_IMAGE:-gobuild/build-base:bookworm}
+DOCKER_DATA=${GOBUILD_DOCKER_DATA_ROOT:-/var/lib/docker}
+log() { printf '[setup] %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# 1. System packages.
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v git >/dev/null || missing+=(git)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. Docker engine on overlay2.
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (overlay2)"
+  as_root mkdir -p /var/log/gobuild
+  as_root sh -c "nohup dockerd --storage-driver=overlay2 --data-root='$DOCKER_DATA' >/var/log/gobuild/dockerd.log 2>&1 &"
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/gobuild/dockerd.log"; exit 1; }
+fi
+
+# 3. Python virtualenv with GoBuild and its test tools.
+stamp="$VENV/.gobuild-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "creating virtualenv in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q -e ".[dev]"
+  touch "$stamp"
+fi
+
+# 4. The build image: Debian bookworm with bash, git, python3, nodejs and npm.
+# No image registry is reachable here, so it is made from debootstrap and `docker import`.
+if ! docker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
+  log "building $BUILD_IMAGE with debootstrap (a few minutes, once)"
+  rootfs=$(mktemp -d /tmp/gobuild-rootfs.XXXXXX)
+  trap 'as_root rm -rf "$rootfs"' EXIT
+  as_root debootstrap --variant=minbase bookworm "$rootfs" \
+    "${GOBUILD_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
+  # debootstrap resolves dependencies poorly; apt inside the new root does it properly.
+  as_root cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  as_root chroot "$rootfs" apt-get update -qq
+  as_root chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends \
+    bash git python3 nodejs npm ca-certificates >/dev/null
+  as_root chroot "$rootfs" apt-get clean
+  as_root rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
+  as_root tar -C "$rootfs" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["bash"]' - "$BUILD_IMAGE" >/dev/null
+  log "built $BUILD_IMAGE"
+fi
+log "ready"
