@@ -81,6 +81,15 @@ class EventProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    async def ping(self, timeout: float = 3.0) -> bool:
+        """True if the broker answers a metadata request."""
+        try:
+            return bool(
+                await asyncio.wait_for(self._producer.client.force_metadata_update(), timeout)
+            )
+        except (KafkaError, TimeoutError, OSError):
+            return False
+
     async def publish(self, topic: str, event: Event, timeout: float = 10.0) -> None:
         await asyncio.wait_for(
             self._producer.send_and_wait(topic, encode_event(event), key=event.key()), timeout

@@ -20,14 +20,15 @@ def validate_repo_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise InvalidRepoUrl("repository URL is empty")
+    if "::" in url.split("/", 1)[0]:
+        helper = url.split("::", 1)[0]
+        raise InvalidRepoUrl(f"unsupported repository URL scheme '{helper}::' (git remote helper)")
     if any(ch in url for ch in "\x00\n\r\t ") or url.startswith("-"):
         raise InvalidRepoUrl("repository URL contains whitespace or starts with '-'")
     if url.startswith("/"):
         if ".." in PurePosixPath(url).parts:
             raise InvalidRepoUrl("a local repository path may not contain '..'")
         return url
-    if "::" in url.split("/", 1)[0]:
-        raise InvalidRepoUrl(f"unsupported repository URL scheme in {url!r} (transport helpers)")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ALLOWED_SCHEMES:
         shown = f"'{scheme}://'" if scheme else "none"

@@ -154,6 +154,9 @@ class BuildStore:
         raws = await self.redis.mget([key_trigger(i) for i in ids])
         return [BuildTriggered.model_validate_json(r) for r in raws if r]
 
+    async def is_pending(self, build_id: str) -> bool:
+        return await self.redis.zscore(KEY_PENDING_TRIGGERS, build_id) is not None
+
     async def forget_trigger(self, build_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(KEY_PENDING_TRIGGERS, build_id)

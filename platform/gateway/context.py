@@ -1,0 +1,44 @@
+"""What a gateway request handler may use: settings and the connections opened at startup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import redis.asyncio as aioredis
+from quart import current_app
+
+from gobuild.platform.bus import EventProducer
+from gobuild.platform.config import Settings
+from gobuild.platform.state import BuildStore, DeploymentStore, ProjectStore
+
+EXTENSION_KEY = "gobuild.gateway"
+
+
+@dataclass
+class GatewayContext:
+    settings: Settings
+    redis: aioredis.Redis
+    producer: EventProducer
+    http: httpx.AsyncClient  # to the internal services (storage, orchestrator)
+
+    @property
+    def projects(self) -> ProjectStore:
+        return ProjectStore(self.redis)
+
+    @property
+    def builds(self) -> BuildStore:
+        return BuildStore(self.redis)
+
+    @property
+    def deployments(self) -> DeploymentStore:
+        return DeploymentStore(self.redis)
+
+    def internal_headers(self) -> dict[str, str]:
+        token = self.settings.internal_token
+        return {"X-GoBuild-Internal-Token": token} if token else {}
+
+
+def gateway() -> GatewayContext:
+    """The context of the running gateway app."""
+    return current_app.extensions[EXTENSION_KEY]

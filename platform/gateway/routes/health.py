@@ -1,0 +1,59 @@
+"""Liveness (`/healthz`) and readiness (`/readyz`: Kafka, Redis, orchestrator, storage)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from quart import Blueprint, jsonify
+from quart.typing import ResponseReturnValue
+from quart_schema import hide
+
+from gobuild.platform.gateway.context import gateway
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+@hide
+async def healthz() -> ResponseReturnValue:
+    return {"status": "ok"}
+
+
+async def _check_http(url: str) -> str:
+    ctx = gateway()
+    try:
+        response = await ctx.http.get(url, headers=ctx.internal_headers(), timeout=3.0)
+    except httpx.HTTPError as exc:
+        return f"unreachable: {exc.__class__.__name__}"
+    return "ok" if response.status_code == 200 else f"status {response.status_code}"
+
+
+async def _check_redis() -> str:
+    try:
+        await asyncio.wait_for(gateway().redis.ping(), 3.0)
+    except Exception as exc:
+        return f"unreachable: {exc.__class__.__name__}"
+    return "ok"
+
+
+async def _check_kafka() -> str:
+    return "ok" if await gateway().producer.ping() else "unreachable"
+
+
+@blueprint.get("/readyz")
+@hide
+async def readyz() -> ResponseReturnValue:
+    ctx = gateway()
+    names = ("kafka", "redis", "orchestrator", "storage")
+    results = await asyncio.gather(
+        _check_kafka(),
+        _check_redis(),
+        _check_http(f"{ctx.settings.orchestrator_url}/healthz"),
+        _check_http(f"{ctx.settings.storage_url}/healthz"),
+    )
+    checks = dict(zip(names, results, strict=True))
+    ready = all(result == "ok" for result in results)
+    response = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response

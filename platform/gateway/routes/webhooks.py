@@ -1,0 +1,157 @@
+"""`POST /webhooks/github` and `POST /webhooks/gitlab`: one URL serves every project.
+
+The project is found from the repository named in the payload; the delivery is accepted only
+if it is signed with that project's secret. Redeliveries (same delivery id) create no build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from quart import Blueprint, request
+from quart.typing import ResponseReturnValue
+from quart_schema import hide
+
+from gobuild.platform.gateway.context import GatewayContext, gateway
+from gobuild.platform.gateway.errors import ApiError
+from gobuild.platform.gateway.triggers import TriggerRequest, enqueue_build
+from gobuild.platform.records import Project
+from gobuild.platform.state import key_delivery
+from gobuild.webhooks import (
+    WebhookError,
+    WebhookEvent,
+    github_body_json,
+    parse_github_delivery,
+    parse_gitlab_delivery,
+    verify_github_signature,
+    verify_gitlab_token,
+)
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+
+async def _raw_body(ctx: GatewayContext) -> bytes:
+    length = request.content_length
+    if length is not None and length > ctx.settings.max_body_bytes:
+        raise ApiError(
+            413, "request body too large", f"limit is {ctx.settings.max_body_bytes} bytes"
+        )
+    return await request.get_data(cache=False, as_text=False)
+
+
+def _parse(parse, *args):  # type: ignore[no-untyped-def]
+    try:
+        return parse(*args)
+    except WebhookError as exc:
+        raise ApiError(exc.status, exc.message) from exc
+
+
+async def _projects_for(ctx: GatewayContext, event: WebhookEvent) -> list[Project]:
+    projects = await ctx.projects.find_by_repo(event.repo_urls)
+    if not projects:
+        shown = event.repo_full_name or (event.repo_urls[0] if event.repo_urls else "?")
+        raise ApiError(404, "no project is registered for this repository", shown)
+    return projects
+
+
+async def _accept(
+    ctx: GatewayContext, event: WebhookEvent, projects: list[Project]
+) -> ResponseReturnValue:
+    """Common rules for both providers once the signature has been checked."""
+    if event.kind == "ping":
+        return {"ok": True, "event": "ping", "project_ids": [p.id for p in projects]}, 200
+    if event.deleted:
+        return {"skipped": f"{event.ref} was deleted; nothing to build"}, 200
+    if event.is_tag:
+        projects = [p for p in projects if p.build_tags]
+        if not projects:
+            return {"skipped": f"tag {event.tag}: the project does not build tags"}, 200
+
+    delivery_key = None
+    if event.delivery_id:
+        delivery_key = key_delivery(event.provider, event.delivery_id)
+        if not await ctx.redis.set(
+            delivery_key, "[]", nx=True, ex=ctx.settings.webhook_dedupe_seconds
+        ):
+            earlier = json.loads(await ctx.redis.get(delivery_key) or "[]")
+            return {
+                "duplicate": True,
+                "detail": f"delivery {event.delivery_id} was received before",
+                "build_id": earlier[0] if earlier else None,
+                "build_ids": earlier,
+            }, 200
+
+    trigger = TriggerRequest(
+        source=event.provider,
+        ref=event.ref or "",
+        branch=event.branch,
+        tag=event.tag,
+        commit_sha=event.commit_sha,
+        commit_message=event.commit_message,
+        author=event.author,
+        delivery_id=event.delivery_id,
+    )
+    try:
+        builds = [await enqueue_build(ctx, project, trigger) for project in projects]
+    except Exception:
+        if delivery_key:  # not accepted: a redelivery must be able to try again
+            await ctx.redis.delete(delivery_key)
+        raise
+    build_ids = [b.id for b in builds]
+    if delivery_key:
+        await ctx.redis.set(
+            delivery_key, json.dumps(build_ids), ex=ctx.settings.webhook_dedupe_seconds
+        )
+    base = ctx.settings.gateway_public_url
+    return {
+        "build_id": build_ids[0],
+        "build_ids": build_ids,
+        "status_url": f"{base}/api/builds/{build_ids[0]}",
+    }, 202
+
+
+@blueprint.post("/github")
+@hide
+async def github() -> ResponseReturnValue:
+    ctx = gateway()
+    body = await _raw_body(ctx)
+    headers = request.headers
+    payload = _parse(github_body_json, body, headers.get("Content-Type"))
+    event = _parse(
+        parse_github_delivery,
+        headers.get("X-GitHub-Event"),
+        headers.get("X-GitHub-Delivery"),
+        payload,
+    )
+    candidates = await _projects_for(ctx, event)
+    signature = headers.get("X-Hub-Signature-256")
+    verified = [p for p in candidates if verify_github_signature(p.webhook_secret, body, signature)]
+    if not verified:
+        log.warning("github delivery %s: bad or missing signature", event.delivery_id)
+        raise ApiError(
+            401,
+            "invalid signature",
+            "X-Hub-Signature-256 does not match the project's webhook secret",
+        )
+    return await _accept(ctx, event, verified)
+
+
+@blueprint.post("/gitlab")
+@hide
+async def gitlab() -> ResponseReturnValue:
+    ctx = gateway()
+    body = await _raw_body(ctx)
+    headers = request.headers
+    delivery_id = headers.get("Idempotency-Key") or headers.get("X-Gitlab-Event-UUID")
+    event = _parse(parse_gitlab_delivery, headers.get("X-Gitlab-Event"), delivery_id, body)
+    candidates = await _projects_for(ctx, event)
+    token = headers.get("X-Gitlab-Token")
+    verified = [p for p in candidates if verify_gitlab_token(p.webhook_secret, token)]
+    if not verified:
+        log.warning("gitlab delivery %s: bad or missing token", delivery_id)
+        raise ApiError(
+            401, "invalid token", "X-Gitlab-Token does not match the project's webhook secret"
+        )
+    return await _accept(ctx, event, verified)

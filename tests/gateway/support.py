@@ -1,0 +1,85 @@
+"""Helpers for gateway tests: signed webhook deliveries, credentials, published triggers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quart.typing import TestClientProtocol
+
+from gobuild.platform.bus import make_consumer
+from gobuild.platform.config import Settings
+from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered, parse_event
+
+ADMIN_KEY = "test-admin-key"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
+
+
+def fixture_body(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def github_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@dataclass
+class Gateway:
+    client: TestClientProtocol
+    settings: Settings
+
+    async def create_project(self, **fields: Any) -> dict[str, Any]:
+        body = {"name": "hello-world", "repo_url": "https://github.com/Codertocat/Hello-World.git"}
+        body.update(fields)
+        response = await self.client.post("/api/projects", json=body, headers=AUTH)
+        assert response.status_code == 201, await response.get_data(as_text=True)
+        return await response.get_json()
+
+    async def github_push(
+        self, payload: dict[str, Any], secret: str, delivery: str, event: str = "push"
+    ) -> Any:
+        body = json.dumps(payload).encode()
+        return await self.client.post(
+            "/webhooks/github",
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-GitHub-Event": event,
+                "X-GitHub-Delivery": delivery,
+                "X-Hub-Signature-256": github_signature(secret, body),
+            },
+        )
+
+
+async def published_triggers(
+    settings: Settings, expected: int, wait: float = 3.0
+) -> list[BuildTriggered]:
+    """The triggers on `build-triggers`, read from the start; waits for `expected` of them."""
+    consumer = make_consumer(settings, [TOPIC_BUILD_TRIGGERS], None, client_id="test-reader")
+    await consumer.start()
+    found: list[BuildTriggered] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline and len(found) < expected + 1:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                found.extend(parse_event(r.value) for r in records)  # type: ignore[misc]
+            if len(found) >= expected and expected > 0:
+                # give a little time for an unexpected extra message to show up
+                deadline = min(deadline, loop.time() + 0.5)
+    finally:
+        await consumer.stop()
+    return found
