@@ -65,9 +65,10 @@ def create_app(settings: Settings) -> Quart:
             "orchestrator-records",
             client_id="orchestrator-records",
         )
-        for consumer in (triggers, records):
-            await consumer.start()
-            consumers.append(consumer)
+        # Joining a consumer group can take seconds (the broker waits for more members): join both
+        # groups at once.
+        await asyncio.gather(triggers.start(), records.start())
+        consumers.extend((triggers, records))
         await dispatcher.sweep_pending()  # whatever was accepted while no orchestrator ran
         for name, coro in (
             ("triggers", consume_forever(triggers, on_trigger)),

@@ -1,0 +1,222 @@
+"""The orchestrator on a real broker and Redis: triggers become numbered build jobs, once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from quart.testing.app import TestApp
+
+from gobuild.platform.build_state import BuildState
+from gobuild.platform.bus import EventProducer, make_consumer, wait_for_topics
+from gobuild.platform.config import Settings
+from gobuild.platform.events import (
+    TOPIC_BUILD_COMPLETIONS,
+    TOPIC_BUILD_REQUESTS,
+    TOPIC_BUILD_STATUS,
+    TOPIC_BUILD_TRIGGERS,
+    ArtifactRef,
+    BuildCompleted,
+    BuildRequested,
+    BuildStatusChanged,
+    BuildTriggered,
+    parse_event,
+)
+from gobuild.platform.orchestrator.app import create_app
+from gobuild.platform.records import Build, Project, new_id
+from gobuild.platform.state import BuildStore, ProjectStore
+
+
+def running(settings: Settings) -> TestApp:
+    """The orchestrator app with its consumers started (joining groups takes a few seconds)."""
+    return TestApp(create_app(settings), startup_timeout=60)
+
+
+@pytest.fixture
+async def settings(
+    make_settings: Callable[..., Settings], redis_url: str, kafka_bootstrap: str
+) -> Settings:
+    settings = make_settings(redis_url=redis_url, kafka_bootstrap=kafka_bootstrap)
+    await wait_for_topics(settings)
+    return settings
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[EventProducer]:
+    producer = EventProducer(settings, client_id="test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture
+async def project(redis: aioredis.Redis) -> Project:
+    project = Project(
+        id=new_id("p_"),
+        name="site",
+        repo_url="/srv/site.git",
+        provider="git",
+        webhook_secret="x" * 20,
+    )
+    assert await ProjectStore(redis).create(project)
+    return project
+
+
+async def record(redis: aioredis.Redis, project: Project, branch: str = "main") -> BuildTriggered:
+    build = Build(
+        id=new_id("b_"),
+        project_id=project.id,
+        source="api",
+        repo_url=project.repo_url,
+        ref=f"refs/heads/{branch}",
+        branch=branch,
+        production=branch == "main",
+    )
+    trigger = BuildTriggered(
+        build_id=build.id,
+        project_id=project.id,
+        source="api",
+        repo_url=project.repo_url,
+        ref=build.ref,
+        branch=branch,
+        commit_sha=None,
+    )
+    await BuildStore(redis).record_trigger(build, trigger)
+    return trigger
+
+
+async def read_topic(settings: Settings, topic: str, expected: int, wait: float = 5.0) -> list[Any]:
+    consumer = make_consumer(settings, [topic], None, client_id="test-reader")
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                found.extend(parse_event(r.value) for r in records)
+            if len(found) >= expected:
+                await asyncio.sleep(0.3)  # let an unexpected extra message show up
+                for records in (await consumer.getmany(timeout_ms=100)).values():
+                    found.extend(parse_event(r.value) for r in records)
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def wait_for_state(store: BuildStore, build_id: str, state: BuildState) -> Build:
+    for _ in range(100):
+        build = await store.get(build_id)
+        if build and build.state == state:
+            return build
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"build {build_id} never reached {state}: {await store.get(build_id)}")
+
+
+async def test_a_trigger_becomes_one_numbered_build_request(
+    settings: Settings, redis: aioredis.Redis, producer: EventProducer, project: Project
+) -> None:
+    first = await record(redis, project)
+    second = await record(redis, project, branch="feature")
+    async with running(settings):
+        await producer.publish(TOPIC_BUILD_TRIGGERS, first)
+        await producer.publish(TOPIC_BUILD_TRIGGERS, second)
+        await producer.publish(TOPIC_BUILD_TRIGGERS, first)  # a redelivery
+        store = BuildStore(redis)
+        one = await wait_for_state(store, first.build_id, BuildState.DISPATCHED)
+        two = await wait_for_state(store, second.build_id, BuildState.DISPATCHED)
+        requests: list[BuildRequested] = await read_topic(settings, TOPIC_BUILD_REQUESTS, 2)
+
+    assert (one.number, two.number) == (1, 2)
+    # Different builds sit on different partitions: order by number.
+    requests.sort(key=lambda r: r.number)
+    assert [(r.build_id, r.number, r.production) for r in requests] == [
+        (first.build_id, 1, True),
+        (second.build_id, 2, False),
+    ]
+    assert requests[0].config.image == settings.build_image
+    assert requests[0].config.timeout_seconds == settings.build_timeout_seconds
+    assert await store.pending_triggers() == []
+
+
+async def test_a_recorded_trigger_that_never_reached_kafka_is_dispatched_at_start(
+    settings: Settings, redis: aioredis.Redis, project: Project
+) -> None:
+    trigger = await record(redis, project)  # recorded, never published: the broker was down
+    async with running(settings):
+        build = await wait_for_state(BuildStore(redis), trigger.build_id, BuildState.DISPATCHED)
+        requests = await read_topic(settings, TOPIC_BUILD_REQUESTS, 1)
+    assert build.number == 1
+    assert [r.build_id for r in requests] == [trigger.build_id]
+
+
+async def test_a_build_cancelled_before_dispatch_is_never_requested(
+    settings: Settings, redis: aioredis.Redis, producer: EventProducer, project: Project
+) -> None:
+    trigger = await record(redis, project)
+    await BuildStore(redis).request_cancel(trigger.build_id)
+    async with running(settings):
+        await producer.publish(TOPIC_BUILD_TRIGGERS, trigger)
+        build = await wait_for_state(BuildStore(redis), trigger.build_id, BuildState.CANCELLED)
+        completions = await read_topic(settings, TOPIC_BUILD_COMPLETIONS, 1)
+        requests = await read_topic(settings, TOPIC_BUILD_REQUESTS, 0, wait=0.5)
+    assert build.reason == "cancelled before it started"
+    assert [c.state for c in completions] == [BuildState.CANCELLED]
+    assert requests == []
+
+
+async def test_status_and_completion_events_keep_the_record_current(
+    settings: Settings, redis: aioredis.Redis, producer: EventProducer, project: Project
+) -> None:
+    trigger = await record(redis, project)
+    store = BuildStore(redis)
+    async with running(settings):
+        await producer.publish(TOPIC_BUILD_TRIGGERS, trigger)
+        await wait_for_state(store, trigger.build_id, BuildState.DISPATCHED)
+        base = {"build_id": trigger.build_id, "project_id": project.id}
+        await producer.publish(
+            TOPIC_BUILD_STATUS,
+            BuildStatusChanged(**base, state=BuildState.RUNNING, builder_id="agent-1"),
+        )
+        await producer.publish(
+            TOPIC_BUILD_STATUS, BuildStatusChanged(**base, state=BuildState.RUNNING, step="build")
+        )
+        running_build = await wait_for_state(store, trigger.build_id, BuildState.RUNNING)
+        await producer.publish(
+            TOPIC_BUILD_COMPLETIONS,
+            BuildCompleted(
+                **base,
+                state=BuildState.SUCCEEDED,
+                duration_seconds=1.5,
+                commit_sha="c" * 40,
+                artifact=ArtifactRef(name="a.tar.gz", sha256="f" * 64, size=10),
+                deployment_id="site-abc",
+                deployment_url="http://site-abc.localhost:8080/",
+            ),
+        )
+        await producer.publish(
+            TOPIC_BUILD_STATUS, BuildStatusChanged(**base, state=BuildState.SUCCEEDED)
+        )
+        # An illegal move after the end is ignored, not applied.
+        await producer.publish(
+            TOPIC_BUILD_STATUS, BuildStatusChanged(**base, state=BuildState.QUEUED)
+        )
+        done = await wait_for_state(store, trigger.build_id, BuildState.SUCCEEDED)
+        for _ in range(40):
+            done = await store.get(trigger.build_id)  # type: ignore[assignment]
+            if done.deployment_url:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        final = await store.get(trigger.build_id)
+    assert running_build.builder_id == "agent-1"
+    assert final is not None
+    assert final.state == BuildState.SUCCEEDED
+    assert final.deployment_url == "http://site-abc.localhost:8080/"
+    assert final.artifact is not None and final.artifact.sha256 == "f" * 64
+    assert final.commit_sha == "c" * 40
+    assert final.started_at is not None and final.finished_at is not None
