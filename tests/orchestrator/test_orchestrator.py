@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from quart.testing.app import TestApp
+from quart.testing.app import TestApp as QuartTestApp
 
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.bus import EventProducer, make_consumer, wait_for_topics
@@ -30,9 +30,9 @@ from gobuild.platform.records import Build, Project, new_id
 from gobuild.platform.state import BuildStore, ProjectStore
 
 
-def running(settings: Settings) -> TestApp:
+def running(settings: Settings) -> QuartTestApp:
     """The orchestrator app with its consumers started (joining groups takes a few seconds)."""
-    return TestApp(create_app(settings), startup_timeout=60)
+    return QuartTestApp(create_app(settings), startup_timeout=60)
 
 
 @pytest.fixture
