@@ -1,0 +1,2 @@
+"""Identity and access: users, passwords, tokens, API keys, permissions, rate limits, OAuth
+sign-in and share links. Everything lives in Redis under `gobuild:auth:` (see `redis_keys`)."""
