@@ -1,0 +1,514 @@
+"""The builder agent end to end: a build job in, events, an artifact and a deployment out.
+
+Real broker, Redis, Docker, git and the storage service (served by hypercorn) take part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import TopicPartition
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from gobuild.builder_agent.agent import CONSUMER_GROUP, Agent
+from gobuild.builder_agent.container import LABEL_BUILD_ID
+from gobuild.platform.build_state import BuildState
+from gobuild.platform.bus import EventProducer, decode_record, make_consumer, wait_for_topics
+from gobuild.platform.config import Settings
+from gobuild.platform.events import (
+    TOPIC_BUILD_COMPLETIONS,
+    TOPIC_BUILD_LOGS,
+    TOPIC_BUILD_REQUESTS,
+    TOPIC_BUILD_STATUS,
+    TOPIC_DEPLOYMENT_STATUS,
+    BuildCompleted,
+    BuildConfig,
+    BuildRequested,
+    BuildStatusChanged,
+    BuildTriggered,
+    DeploymentStatusChanged,
+    Event,
+    LogChunk,
+)
+from gobuild.platform.records import Build, Project, new_id
+from gobuild.platform.state import BuildStore, DeploymentStore, ProjectStore
+from gobuild.platform.storage.app import create_app
+from tests.conftest import BUILD_IMAGE, GitRepo
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    redis: aioredis.Redis
+    producer: EventProducer
+    storage: httpx.AsyncClient
+
+
+@dataclass
+class Observed:
+    """Everything published about one build, in order per topic."""
+
+    statuses: list[BuildStatusChanged] = field(default_factory=list)
+    completions: list[BuildCompleted] = field(default_factory=list)
+    deployments: list[DeploymentStatusChanged] = field(default_factory=list)
+    logs: list[LogChunk] = field(default_factory=list)
+
+    @property
+    def log_lines(self) -> list[tuple[str, str]]:
+        return [(chunk.stream, line) for chunk in self.logs for line in chunk.lines]
+
+    @property
+    def steps(self) -> list[str]:
+        return [s.step for s in self.statuses if s.step]
+
+
+@pytest.fixture
+async def stack(
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis: aioredis.Redis,
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[Stack]:
+    settings = make_settings(
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        builder_id="test-builder",
+        build_network="none",
+        build_memory_mb=512,
+        log_flush_interval_ms=20,
+        internal_token="internal-secret",
+    )
+    await wait_for_topics(settings)
+    config = Config()
+    config.bind = [f"127.0.0.1:{settings.storage_port}"]
+    config.accesslog = None
+    stopped = asyncio.Event()
+    server = asyncio.create_task(
+        serve(create_app(settings, consume_logs=False), config, shutdown_trigger=stopped.wait)
+    )
+    producer = EventProducer(settings, client_id="test")
+    await producer.start()
+    headers = {"X-GoBuild-Internal-Token": settings.internal_token}
+    async with httpx.AsyncClient(base_url=settings.storage_url, headers=headers) as storage:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    if (await storage.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        try:
+            yield Stack(settings, redis, producer, storage)
+        finally:
+            await producer.stop()
+            stopped.set()
+            await server
+
+
+async def request_build(
+    stack: Stack, repo: GitRepo, sha: str, *, production: bool = True, timeout: int = 120
+) -> BuildRequested:
+    """Record a project and a dispatched build in Redis and publish its job."""
+    project = Project(
+        id=new_id("p_"),
+        name=f"site-{uuid.uuid4().hex[:6]}",
+        repo_url=str(repo.bare),
+        provider="git",
+        webhook_secret="whsec",
+    )
+    assert await ProjectStore(stack.redis).create(project)
+    build = Build(
+        id=new_id("b_"),
+        project_id=project.id,
+        source="api",
+        repo_url=project.repo_url,
+        ref="refs/heads/main",
+        branch="main",
+        commit_sha=sha,
+        production=production,
+    )
+    trigger = BuildTriggered(
+        build_id=build.id,
+        project_id=project.id,
+        source="api",
+        repo_url=build.repo_url,
+        ref=build.ref,
+        branch=build.branch,
+        commit_sha=sha,
+    )
+    builds = BuildStore(stack.redis)
+    await builds.record_trigger(build, trigger)
+    await builds.apply_status(
+        BuildStatusChanged(
+            build_id=build.id, project_id=project.id, state=BuildState.DISPATCHED, number=1
+        )
+    )
+    request = BuildRequested(
+        build_id=build.id,
+        project_id=project.id,
+        project_name=project.name,
+        number=1,
+        repo_url=build.repo_url,
+        ref=build.ref,
+        branch=build.branch,
+        commit_sha=sha,
+        production=production,
+        config=BuildConfig(
+            image=BUILD_IMAGE, timeout_seconds=timeout, memory_mb=512, cpus=1.0, pids_limit=256
+        ),
+        cache_key="test",
+    )
+    await stack.producer.publish(TOPIC_BUILD_REQUESTS, request)
+    return request
+
+
+async def observe(
+    stack: Stack, build_id: str, timeout: float = 90, *, until_terminal: bool = True
+) -> Observed:
+    """Read the build's events until its terminal status, its completion and its final log
+    chunk arrived (topics are read in no particular order between them), then whatever else
+    comes within half a second. With `until_terminal=False`, read until a second passes idle."""
+    topics = [
+        TOPIC_BUILD_STATUS,
+        TOPIC_BUILD_COMPLETIONS,
+        TOPIC_DEPLOYMENT_STATUS,
+        TOPIC_BUILD_LOGS,
+    ]
+    consumer = make_consumer(stack.settings, topics, None, client_id="test-observer")
+    await consumer.start()
+    seen = Observed()
+
+    def finished() -> bool:
+        return (
+            bool(seen.statuses)
+            and seen.statuses[-1].state.is_terminal
+            and bool(seen.completions)
+            and bool(seen.logs)
+            and seen.logs[-1].final
+        )
+
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                idle = 0.5 if finished() else None if until_terminal else 1.0
+                try:
+                    record = await asyncio.wait_for(consumer.getone(), idle)
+                except TimeoutError:
+                    break
+                event: Event | None = decode_record(record)
+                if getattr(event, "build_id", None) != build_id:
+                    continue
+                if isinstance(event, BuildStatusChanged):
+                    seen.statuses.append(event)
+                elif isinstance(event, BuildCompleted):
+                    seen.completions.append(event)
+                elif isinstance(event, DeploymentStatusChanged):
+                    seen.deployments.append(event)
+                elif isinstance(event, LogChunk):
+                    seen.logs.append(event)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def wait_for_log_line(stack: Stack, build_id: str, wanted: tuple[str, str]) -> None:
+    consumer = make_consumer(stack.settings, [TOPIC_BUILD_LOGS], None, client_id="test-tail")
+    await consumer.start()
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                chunk = decode_record(await consumer.getone())
+                if (
+                    isinstance(chunk, LogChunk)
+                    and chunk.build_id == build_id
+                    and wanted in [(chunk.stream, line) for line in chunk.lines]
+                ):
+                    return
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def agent(stack: Stack) -> AsyncIterator[Agent]:
+    agent = Agent(stack.settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 60)
+
+
+def leftover_containers(client: docker.DockerClient, build_id: str) -> list[object]:
+    return client.containers.list(all=True, filters={"label": f"{LABEL_BUILD_ID}={build_id}"})
+
+
+def workspace_entries(settings: Settings) -> list[Path]:
+    return list(settings.workspaces_dir.iterdir())
+
+
+SITE_CONFIG = """
+install = "echo installing"
+build = '''mkdir -p dist/assets && echo "<h1>built $GOBUILD_COMMIT_SHA on $GOBUILD_BRANCH</h1>" \
+> dist/index.html && echo "body{}" > dist/assets/site.css && echo built'''
+output = "dist"
+"""
+
+
+async def test_successful_build_is_deployed_and_promoted(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    sha = git_repo.commit({"gobuild.toml": SITE_CONFIG, "src.txt": "source"})
+    request = await request_build(stack, git_repo, sha)
+
+    seen = await observe(stack, request.build_id)
+
+    assert seen.statuses[0].state == BuildState.RUNNING
+    assert seen.statuses[0].builder_id == "test-builder"
+    assert seen.steps == ["checkout", "install", "build", "upload", "deploy"]
+    assert seen.statuses[-1].state == BuildState.SUCCEEDED
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.SUCCEEDED
+    assert completion.commit_sha == sha
+    assert completion.error is None
+    assert completion.artifact is not None
+    meta = (await stack.storage.get(f"/artifacts/{request.build_id}/meta")).json()
+    assert meta["sha256"] == completion.artifact.sha256
+    assert meta["size"] == completion.artifact.size
+
+    deployment_id = completion.deployment_id
+    assert deployment_id is not None and deployment_id.startswith(request.project_name + "-")
+    assert completion.deployment_url == stack.settings.deployment_url(deployment_id)
+    assert [(d.state, d.deployment_id) for d in seen.deployments] == [
+        ("created", deployment_id),
+        ("ready", deployment_id),
+        ("promoted", deployment_id),
+    ]
+    assert seen.deployments[-1].alias_url == stack.settings.deployment_url(request.project_name)
+
+    page = await stack.storage.get(f"/deployments/{deployment_id}/files/index.html")
+    assert page.status_code == 200
+    assert page.text == f"<h1>built {sha} on main</h1>\n"
+    css = await stack.storage.get(f"/deployments/{deployment_id}/files/assets/site.css")
+    assert css.text == "body{}\n"
+
+    stored = await DeploymentStore(stack.redis).get(deployment_id)
+    assert stored is not None and stored.build_id == request.build_id
+    alias = await DeploymentStore(stack.redis).production_alias(request.project_id)
+    assert alias is not None and alias.deployment_id == deployment_id
+
+    lines = seen.log_lines
+    assert ("system", "$ echo installing") in lines
+    assert ("stdout", "installing") in lines
+    assert ("stdout", "built") in lines
+    assert lines[-1][0] == "system" and lines[-1][1].startswith("Build succeeded in ")
+    assert [chunk.seq for chunk in seen.logs] == list(range(len(seen.logs)))
+    assert seen.logs[-1].final
+    assert leftover_containers(docker_client, request.build_id) == []
+    assert workspace_entries(stack.settings) == []
+
+
+async def test_static_site_without_steps_is_deployed_as_is(
+    stack: Stack, agent: Agent, git_repo: GitRepo
+) -> None:
+    sha = git_repo.commit({"index.html": "<p>static</p>", "css/a.css": "a{}"})
+    request = await request_build(stack, git_repo, sha, production=False)
+
+    seen = await observe(stack, request.build_id)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.SUCCEEDED
+    assert [d.state for d in seen.deployments] == ["created", "ready"]
+    page = await stack.storage.get(f"/deployments/{completion.deployment_id}/files/index.html")
+    assert page.text == "<p>static</p>"
+    git_folder = await stack.storage.get(f"/deployments/{completion.deployment_id}/files/.git/HEAD")
+    assert git_folder.status_code == 404
+
+
+async def test_failing_step_fails_the_build_without_a_deployment(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    config = 'build = "echo compiling; echo \'error: syntax\' >&2; exit 2"\noutput = "dist"\n'
+    sha = git_repo.commit({"gobuild.toml": config})
+    request = await request_build(stack, git_repo, sha)
+
+    seen = await observe(stack, request.build_id)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.FAILED
+    assert completion.error == "step 'build' exited with code 2"
+    assert completion.deployment_id is None and completion.artifact is None
+    assert seen.statuses[-1].state == BuildState.FAILED
+    assert seen.statuses[-1].reason == "step 'build' exited with code 2"
+    assert seen.deployments == []
+    assert ("stderr", "error: syntax") in seen.log_lines
+    assert seen.log_lines[-1] == ("system", "Build failed: step 'build' exited with code 2")
+    missing = await stack.storage.get(f"/artifacts/{request.build_id}/meta")
+    assert missing.status_code == 404
+    assert leftover_containers(docker_client, request.build_id) == []
+    assert workspace_entries(stack.settings) == []
+
+
+async def test_missing_output_folder_fails_the_build_naming_it(
+    stack: Stack, agent: Agent, git_repo: GitRepo
+) -> None:
+    sha = git_repo.commit({"gobuild.toml": 'build = "echo nothing"\noutput = "dist"\n'})
+    request = await request_build(stack, git_repo, sha)
+
+    seen = await observe(stack, request.build_id)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.FAILED
+    assert completion.error == "output folder 'dist' not found"
+
+
+async def test_invalid_repository_config_fails_the_build_with_its_message(
+    stack: Stack, agent: Agent, git_repo: GitRepo
+) -> None:
+    sha = git_repo.commit({"gobuild.toml": 'output = "../../etc"\n'})
+    request = await request_build(stack, git_repo, sha)
+
+    seen = await observe(stack, request.build_id)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.FAILED
+    assert completion.error == "gobuild.toml: 'output' must not contain '..'"
+    assert ("system", "Build failed: gobuild.toml: 'output' must not contain '..'") in (
+        seen.log_lines
+    )
+
+
+async def test_build_over_its_time_limit_times_out_and_leaves_no_container(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    sha = git_repo.commit({"gobuild.toml": 'build = "echo start; sleep 60"\ntimeout = 3\n'})
+    request = await request_build(stack, git_repo, sha)
+
+    seen = await observe(stack, request.build_id)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.TIMED_OUT
+    assert completion.error == "timed out after 3 s"
+    assert completion.duration_seconds < 30
+    assert seen.statuses[-1].state == BuildState.TIMED_OUT
+    assert ("stdout", "start") in seen.log_lines
+    assert leftover_containers(docker_client, request.build_id) == []
+    assert workspace_entries(stack.settings) == []
+
+
+async def test_cancel_request_stops_the_running_build(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    sha = git_repo.commit({"gobuild.toml": 'build = "echo waiting; sleep 60"\n'})
+    request = await request_build(stack, git_repo, sha)
+    await wait_for_log_line(stack, request.build_id, ("stdout", "waiting"))
+    await BuildStore(stack.redis).request_cancel(request.build_id)
+
+    seen = await observe(stack, request.build_id)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.CANCELLED
+    assert seen.statuses[-1].state == BuildState.CANCELLED
+    assert seen.deployments == []
+    assert leftover_containers(docker_client, request.build_id) == []
+
+
+async def wait_until_all_jobs_are_handled(settings: Settings) -> None:
+    """Wait until the builders' group committed every job on `build-requests`."""
+    # Same group id, but never subscribed: it only reads the group's committed offsets.
+    reader = make_consumer(
+        settings, [], CONSUMER_GROUP, client_id="test-offsets", auto_commit=False
+    )
+    await reader.start()
+    try:
+        partitions = [
+            TopicPartition(TOPIC_BUILD_REQUESTS, p)
+            for p in reader.partitions_for_topic(TOPIC_BUILD_REQUESTS) or set()
+        ]
+        ends = await reader.end_offsets(partitions)
+        async with asyncio.timeout(60):
+            while True:
+                committed = {tp: await reader.committed(tp) for tp in partitions}
+                if all((committed[tp] or 0) >= end for tp, end in ends.items()):
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        await reader.stop()
+
+
+async def test_job_for_a_finished_build_is_skipped(
+    stack: Stack, agent: Agent, git_repo: GitRepo
+) -> None:
+    sha = git_repo.commit({"index.html": "x"})
+    job = await request_build(stack, git_repo, sha)
+    await observe(stack, job.build_id)
+    builds = BuildStore(stack.redis)
+    for state in (BuildState.RUNNING, BuildState.SUCCEEDED):
+        await builds.apply_status(
+            BuildStatusChanged(build_id=job.build_id, project_id=job.project_id, state=state)
+        )
+
+    # The same job delivered again (as after a rebalance) must not build a second time.
+    await stack.producer.publish(TOPIC_BUILD_REQUESTS, job)
+    await wait_until_all_jobs_are_handled(stack.settings)
+    everything = await observe(stack, job.build_id, until_terminal=False)
+
+    assert len(everything.completions) == 1
+    transitions = [s.state for s in everything.statuses if s.step is None]
+    assert transitions == [BuildState.RUNNING, BuildState.SUCCEEDED]
+
+
+async def test_build_of_a_stopping_builder_is_run_again_by_another_builder(
+    stack: Stack, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    config = (
+        "build = 'echo waiting; sleep 3; mkdir -p dist; echo again > dist/index.html'\n"
+        'output = "dist"\n'
+    )
+    sha = git_repo.commit({"gobuild.toml": config})
+    first = Agent(stack.settings.model_copy(update={"builder_id": "first-builder"}))
+    first_run = asyncio.create_task(first.run())
+    request = await request_build(stack, git_repo, sha)
+    await wait_for_log_line(stack, request.build_id, ("stdout", "waiting"))
+    # What the orchestrator records from the first builder's status event.
+    await BuildStore(stack.redis).apply_status(
+        BuildStatusChanged(
+            build_id=request.build_id, project_id=request.project_id, state=BuildState.RUNNING
+        )
+    )
+
+    first.request_stop()
+    await asyncio.wait_for(first_run, 60)
+    assert leftover_containers(docker_client, request.build_id) == []
+
+    second = Agent(stack.settings.model_copy(update={"builder_id": "second-builder"}))
+    second_run = asyncio.create_task(second.run())
+    try:
+        seen = await observe(stack, request.build_id)
+    finally:
+        second.request_stop()
+        await asyncio.wait_for(second_run, 60)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.SUCCEEDED
+    assert {s.builder_id for s in seen.statuses} == {"first-builder", "second-builder"}
+    first_attempt = [c for c in seen.logs if c.attempt == 1]
+    second_attempt = [c for c in seen.logs if c.attempt == 2]
+    assert first_attempt[-1].final and first_attempt[-1].lines == [
+        "Builder stopped; the build will run again on another builder"
+    ]
+    assert ("system", "Resuming after builder loss (attempt 2)") in [
+        (c.stream, line) for c in second_attempt for line in c.lines
+    ]
+    page = await stack.storage.get(f"/deployments/{completion.deployment_id}/files/index.html")
+    assert page.text == "again\n"
