@@ -1,0 +1,74 @@
+"""Time from a signed push webhook to the new page being served at the production alias.
+
+Starts `gobuild dev` on free ports with a trivial build (one step writing index.html), pushes
+N commits one after another and prints each latency and the median. Run: `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import BUILD_IMAGE, GitRepo, git
+from tests.e2e.stack import start_stack
+
+SECRET = "bench-webhook-secret-0123456789"
+TOML = (
+    "build = 'mkdir -p dist && echo \"$GOBUILD_COMMIT_SHA\" > dist/index.html'\noutput = 'dist'\n"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        bare = root / "remote" / "site.git"
+        bare.parent.mkdir(parents=True)
+        git(bare.parent, "init", "-q", "--bare", "-b", "main", str(bare))
+        git(root, "clone", "-q", str(bare), str(root / "work"))
+        repo = GitRepo(bare=bare, work=root / "work")
+        stack = start_stack(root / "data", BUILD_IMAGE)
+        try:
+            stack.create_project("bench", bare, SECRET)
+            latencies: list[float] = []
+            for run in range(args.runs + 1):  # the first run warms up (image layers, caches)
+                sha = repo.commit(
+                    {"gobuild.toml": TOML, "n.txt": f"{run} {os.urandom(4).hex()}"}, f"run {run}"
+                )
+                started = time.perf_counter()
+                response = stack.push_webhook(bare, sha, SECRET)
+                assert response.status_code == 202, response.text
+                accepted = time.perf_counter() - started
+                while stack.get_site("bench").text.strip() != sha:
+                    if time.perf_counter() - started > 120:
+                        raise SystemExit(f"run {run}: not live after 120 s\n{stack.tail()}")
+                    time.sleep(0.01)
+                elapsed = time.perf_counter() - started
+                label = "warm-up" if run == 0 else f"run {run:2d}"
+                print(
+                    f"{label}: webhook answered in {accepted * 1000:6.1f} ms,"
+                    f" live after {elapsed:6.2f} s"
+                )
+                if run:
+                    latencies.append(elapsed)
+            latencies.sort()
+            print(
+                f"webhook -> live deployment over {len(latencies)} pushes: "
+                f"median {statistics.median(latencies):.2f} s, "
+                f"min {latencies[0]:.2f} s, max {latencies[-1]:.2f} s"
+            )
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
