@@ -35,6 +35,7 @@ from gobuild.builder_agent.container import (
     LABEL_STEP,
     ContainerError,
     StepSpec,
+    ensure_image,
     hand_workspace_to,
     remove_build_containers,
     run_step,
@@ -544,6 +545,16 @@ class Agent:
         await self._describe_plan(run, plan)
 
         if plan.steps:
+            await self._guard(
+                run,
+                ensure_image(
+                    self.docker,
+                    plan.image,
+                    pull_policy=settings.build_pull_policy,
+                    timeout=settings.build_pull_timeout_seconds,
+                    on_pull=logs.system,
+                ),
+            )
             await hand_workspace_to(run.workspace, settings.build_user)
         for step, command in plan.steps:
             await self._run_step(run, plan, step, command)

@@ -240,6 +240,39 @@ async def _call(func: Callable[..., Any], *args: Any, seconds: float = _DOCKER_C
     return await asyncio.wait_for(asyncio.to_thread(func, *args), seconds)
 
 
+def _image_present(client: docker.DockerClient, image: str) -> bool:
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+async def ensure_image(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    pull_policy: str,
+    timeout: float,
+    on_pull: Callable[[str], Awaitable[None]],
+) -> None:
+    """Make sure the engine has `image`, pulling it if the policy allows; else ContainerError."""
+    if await _call(_image_present, client, image):
+        return
+    if pull_policy == "never":
+        raise ContainerError(f"image {image!r} is not available on this builder (pulling is off)")
+    await on_pull(f"Pulling image {image}")
+    try:
+        await _call(client.images.pull, image, seconds=timeout)
+    except TimeoutError:
+        raise ContainerError(f"pulling image {image!r} took longer than {timeout:.0f} s") from None
+    except docker.errors.APIError as exc:
+        raise ContainerError(
+            f"image {image!r} is not available on this builder and could not be pulled: "
+            f"{exc.explanation or exc}"
+        ) from None
+
+
 async def run_step(
     client: docker.DockerClient,
     spec: StepSpec,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
 
     # Builds.
     build_image: str = "gobuild/build-base:bookworm"
+    # "missing": pull a build image the engine does not have; "never": only use local images.
+    build_pull_policy: Literal["missing", "never"] = "missing"
+    build_pull_timeout_seconds: int = Field(default=600, ge=1)
     build_timeout_seconds: int = Field(default=900, ge=1)
     build_memory_mb: int = Field(default=2048, ge=16)
     build_cpus: float = Field(default=1.0, gt=0)

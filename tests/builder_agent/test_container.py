@@ -14,6 +14,7 @@ from gobuild.builder_agent.container import (
     ContainerError,
     StepResult,
     StepSpec,
+    ensure_image,
     hand_workspace_to,
     run_step,
 )
@@ -184,6 +185,38 @@ async def test_cancelling_the_task_still_removes_the_container(
         await task
 
     assert containers_labelled(docker_client, step) == []
+
+
+async def test_a_missing_image_is_pulled_and_an_unpullable_one_is_a_clear_error(
+    docker_client: docker.DockerClient,
+) -> None:
+    pulls: list[str] = []
+
+    async def on_pull(line: str) -> None:
+        pulls.append(line)
+
+    await ensure_image(
+        docker_client, BUILD_IMAGE, pull_policy="missing", timeout=30, on_pull=on_pull
+    )
+    assert pulls == []  # present: nothing to pull
+    # No registry is reachable from this machine, so the pull itself fails, with its reason.
+    with pytest.raises(ContainerError, match="could not be pulled"):
+        await ensure_image(
+            docker_client,
+            "gobuild/does-not-exist:1",
+            pull_policy="missing",
+            timeout=30,
+            on_pull=on_pull,
+        )
+    assert pulls == ["Pulling image gobuild/does-not-exist:1"]
+    with pytest.raises(ContainerError, match="pulling is off"):
+        await ensure_image(
+            docker_client,
+            "gobuild/does-not-exist:1",
+            pull_policy="never",
+            timeout=30,
+            on_pull=on_pull,
+        )
 
 
 async def test_missing_image_is_a_clear_error_and_nothing_is_pulled(
