@@ -79,6 +79,8 @@ HEARTBEAT_INTERVAL_SECONDS = 5.0
 CLAIM_TTL_SECONDS = 30
 # Claims are refreshed with the heartbeat, well inside their lifetime.
 CLAIM_REFRESH_SECONDS = 10.0
+# How often a job whose build another builder holds checks whether that builder is gone.
+CLAIM_WAIT_SECONDS = 3.0
 # Time allowed, after the build's own limit, for the consumer to come back to the broker.
 POLL_GRACE_SECONDS = 120
 # How often a job is retried when the builder itself fails around it (Redis, broker down).
@@ -409,9 +411,15 @@ class Agent:
         if build.state.is_terminal:
             log.info("build %s: already %s; skipping the job", build.id, build.state.value)
             return
-        if not await self._claim(request.build_id):
-            log.info("build %s: another builder runs it; skipping the job", build.id)
-            return
+        while not await self._claim(request.build_id):
+            # Another builder holds it. Committing now would lose the build if that builder
+            # has just died (its heartbeat outlives it by up to HEARTBEAT_TTL_SECONDS), so the
+            # job is kept until the build ends or the holder is gone and the claim is taken.
+            log.info("build %s: held by another builder; waiting", build.id)
+            await asyncio.sleep(CLAIM_WAIT_SECONDS)
+            build = await BuildStore(self.redis).get(request.build_id)
+            if build is None or build.state.is_terminal:
+                return
         try:
             attempt = int(await self.redis.incr(key_build_attempts(build.id)))
             await self._run_build(request, build, attempt)
@@ -471,6 +479,7 @@ class Agent:
             else:
                 if build.state == BuildState.RUNNING:
                     await logs.system(f"Resuming after builder loss (attempt {attempt})")
+                    await self._remove_leftovers(run)
                 else:
                     await self._status(run, BuildState.RUNNING)
                 outcome = await self._execute(run)
@@ -486,6 +495,16 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._abandon(run), 10)
                 await logs.abort()
+
+    async def _remove_leftovers(self, run: BuildRun) -> None:
+        """A lost builder's containers and workspaces of this build go before it runs again."""
+        await remove_build_containers(self.docker, run.build_id)
+        for stale in self.settings.workspaces_dir.glob(f"{run.build_id}-*"):
+            if stale != run.workspace and stale != run.archive:
+                if stale.is_dir():
+                    await asyncio.to_thread(shutil.rmtree, stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
 
     async def _abandon(self, run: BuildRun) -> None:
         await run.logs.system("Builder stopped; the build will run again on another builder")

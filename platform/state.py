@@ -189,10 +189,14 @@ class BuildStore:
 
         def change(build: Build) -> Build | None:
             if build.state == event.state:
-                # Not a transition: a running build reports which step it is on.
-                if event.step == build.step:
+                # Not a transition: a running build reports its step (and, after a builder
+                # was lost, the builder that took it over).
+                progress = {"step": event.step}
+                if event.builder_id:
+                    progress["builder_id"] = event.builder_id
+                if all(getattr(build, k) == v for k, v in progress.items()):
                     return None
-                return build.model_copy(update={"step": event.step})
+                return build.model_copy(update=progress)
             check_transition(build.state, event.state)
             update: dict[str, object] = {"state": event.state, "step": event.step}
             if event.number is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import docker.errors
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -40,7 +41,13 @@ from gobuild.platform.events import (
     LogChunk,
 )
 from gobuild.platform.records import Build, Project, new_id
-from gobuild.platform.state import BuildStore, DeploymentStore, ProjectStore
+from gobuild.platform.state import (
+    BuildStore,
+    DeploymentStore,
+    ProjectStore,
+    key_build_claim,
+    key_builder_heartbeat,
+)
 from gobuild.platform.storage.app import create_app
 from tests.conftest import BUILD_IMAGE, GitRepo
 
@@ -115,11 +122,18 @@ async def stack(
 
 
 async def request_build(
-    stack: Stack, repo: GitRepo, sha: str, *, production: bool = True, timeout: int = 120
+    stack: Stack,
+    repo: GitRepo,
+    sha: str,
+    *,
+    production: bool = True,
+    timeout: int = 120,
+    build_id: str | None = None,
+    project_id: str | None = None,
 ) -> BuildRequested:
     """Record a project and a dispatched build in Redis and publish its job."""
     project = Project(
-        id=new_id("p_"),
+        id=project_id or new_id("p_"),
         name=f"site-{uuid.uuid4().hex[:6]}",
         repo_url=str(repo.bare),
         provider="git",
@@ -127,7 +141,7 @@ async def request_build(
     )
     assert await ProjectStore(stack.redis).create(project)
     build = Build(
-        id=new_id("b_"),
+        id=build_id or new_id("b_"),
         project_id=project.id,
         source="api",
         repo_url=project.repo_url,
@@ -512,3 +526,30 @@ async def test_build_of_a_stopping_builder_is_run_again_by_another_builder(
     ]
     page = await stack.storage.get(f"/deployments/{completion.deployment_id}/files/index.html")
     assert page.text == "again\n"
+
+
+async def test_job_held_by_a_builder_that_just_died_is_taken_over_not_dropped(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    sha = git_repo.commit({"index.html": "<p>taken over</p>"})
+    # A builder claimed the build and died: its claim and its last heartbeat are still there.
+    project_id = "p_ghost"
+    build_id = new_id("b_")
+    await stack.redis.set(key_build_claim(build_id), "ghost-builder", ex=60)
+    await stack.redis.set(key_builder_heartbeat("ghost-builder"), "{}", ex=4)
+    ghost_container = docker_client.containers.run(
+        BUILD_IMAGE, ["sleep", "300"], detach=True, labels={LABEL_BUILD_ID: build_id}
+    )
+    request = await request_build(stack, git_repo, sha, build_id=build_id, project_id=project_id)
+    await BuildStore(stack.redis).apply_status(
+        BuildStatusChanged(build_id=build_id, project_id=project_id, state=BuildState.RUNNING)
+    )
+
+    seen = await observe(stack, request.build_id)
+
+    [completion] = seen.completions
+    assert completion.state == BuildState.SUCCEEDED
+    assert ("system", "Resuming after builder loss (attempt 1)") in seen.log_lines
+    # The dead builder's container of this build went before the build ran again.
+    with pytest.raises(docker.errors.NotFound):
+        ghost_container.reload()

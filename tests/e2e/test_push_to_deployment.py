@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import docker
 import httpx
@@ -169,3 +172,51 @@ def test_redelivered_webhook_and_bad_signature_create_no_build(
     stack.wait_for_build(first.json()["build_id"])
     builds = stack.http.get(f"/api/projects/{project['id']}/builds").json()["builds"]
     assert [b["id"] for b in builds] == [first.json()["build_id"]]
+
+
+def _builder_pids(stack: Stack) -> list[int]:
+    """The builder agent processes of this stack (found by their command line and data dir)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            b"gobuild.builder_agent" in cmdline
+            and f"GOBUILD_DATA_DIR={stack.data_dir}".encode() in environ
+        ):
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_builder_killed_mid_build_loses_nothing(stack: Stack, git_repo: GitRepo) -> None:
+    toml = (
+        "build = 'echo started; sleep 5; mkdir -p dist; echo survived > dist/index.html'\n"
+        "output = 'dist'\n"
+    )
+    sha = git_repo.commit({"gobuild.toml": toml}, "survive")
+    stack.create_project("survivor", git_repo.bare, SECRET)
+    build_id = stack.push_webhook(git_repo.bare, sha, SECRET).json()["build_id"]
+    running = stack.wait_for_build(build_id, until="running")
+    deadline = time.monotonic() + 30
+    while "started" not in stack.http.get(f"/api/builds/{build_id}/logs").text:
+        assert time.monotonic() < deadline, "the build never started its step"
+        time.sleep(0.1)
+
+    [pid] = _builder_pids(stack)
+    os.kill(pid, signal.SIGKILL)  # `gobuild dev` restarts it; the build must still finish
+
+    build = stack.wait_for_build(build_id, timeout=150)
+    assert build["state"] == "succeeded", build
+    assert running["builder_id"] != build["builder_id"]
+    assert stack.get_site("survivor").text == "survived\n"
+    log = stack.http.get(f"/api/builds/{build_id}/logs").text
+    assert "Resuming after builder loss" in log
+    leftovers = docker.from_env().containers.list(
+        all=True, filters={"label": f"gobuild.build_id={build_id}"}
+    )
+    assert leftovers == []
