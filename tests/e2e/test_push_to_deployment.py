@@ -220,3 +220,17 @@ def test_a_builder_killed_mid_build_loses_nothing(stack: Stack, git_repo: GitRep
         all=True, filters={"label": f"gobuild.build_id={build_id}"}
     )
     assert leftovers == []
+
+
+def test_a_step_over_its_memory_limit_fails_saying_out_of_memory(
+    stack: Stack, git_repo: GitRepo
+) -> None:
+    toml = "build = '''python3 -c \"b = b'x' * (1024 * 1024 * 1024)\"'''\noutput = '.'\n"
+    sha = git_repo.commit({"gobuild.toml": toml, "index.html": "x"}, "hungry")
+    stack.create_project("hungry", git_repo.bare, SECRET)
+    build = stack.wait_for_build(stack.push_webhook(git_repo.bare, sha, SECRET).json()["build_id"])
+    assert build["state"] == "failed"
+    assert (
+        build["reason"] == "out of memory (limit 512 MiB)"
+    )  # GOBUILD_BUILD_MEMORY_MB of the stack
+    assert build["deployment_id"] is None
