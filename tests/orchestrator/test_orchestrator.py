@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from quart.testing.app import TestApp as QuartTestApp
 
 from gobuild.platform.build_state import BuildState
-from gobuild.platform.bus import EventProducer, make_consumer, wait_for_topics
+from gobuild.platform.bus import EventProducer, wait_for_topics
 from gobuild.platform.config import Settings
 from gobuild.platform.events import (
     TOPIC_BUILD_COMPLETIONS,
@@ -23,11 +23,11 @@ from gobuild.platform.events import (
     BuildRequested,
     BuildStatusChanged,
     BuildTriggered,
-    parse_event,
 )
 from gobuild.platform.orchestrator.app import create_app
 from gobuild.platform.records import Build, Project, new_id
 from gobuild.platform.state import BuildStore, ProjectStore
+from tests.kafka_reading import read_events
 
 
 def running(settings: Settings) -> QuartTestApp:
@@ -89,23 +89,7 @@ async def record(redis: aioredis.Redis, project: Project, branch: str = "main") 
 
 
 async def read_topic(settings: Settings, topic: str, expected: int, wait: float = 5.0) -> list[Any]:
-    consumer = make_consumer(settings, [topic], None, client_id="test-reader")
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=100)).values():
-                found.extend(parse_event(r.value) for r in records)
-            if len(found) >= expected:
-                await asyncio.sleep(0.3)  # let an unexpected extra message show up
-                for records in (await consumer.getmany(timeout_ms=100)).values():
-                    found.extend(parse_event(r.value) for r in records)
-                break
-    finally:
-        await consumer.stop()
-    return found
+    return await read_events(settings, [topic], expected, wait)
 
 
 async def wait_for_state(store: BuildStore, build_id: str, state: BuildState) -> Build:
