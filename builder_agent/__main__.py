@@ -7,12 +7,11 @@ their jobs, so another builder runs them again.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 
 from gobuild.builder_agent.agent import Agent
 from gobuild.platform.config import Settings
+from gobuild.platform.service import configure_logging
 
 
 async def run_until_signalled(settings: Settings) -> None:
@@ -24,11 +23,7 @@ async def run_until_signalled(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="[builder] %(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("builder")
     asyncio.run(run_until_signalled(Settings()))
 
 

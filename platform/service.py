@@ -36,10 +36,10 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 async def serve_app(app: Quart, host: str, port: int) -> None:
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 5
+    config.graceful_timeout = 10
     stop = asyncio.Event()
     install_stop_signals(stop)
     await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]

@@ -39,9 +39,10 @@ def create_app(settings: Settings) -> Quart:
     consumers: list[AIOKafkaConsumer] = []
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, object]:
+    async def healthz() -> tuple[dict[str, object], int]:
         alive = bool(tasks) and all(not t.done() for t in tasks)
-        return {"status": "ok" if alive else "degraded", "consumers": len(consumers)}
+        body = {"status": "ok" if alive else "degraded", "consumers": len(consumers)}
+        return body, 200 if alive else 503
 
     @app.before_serving
     async def _start() -> None:

@@ -60,5 +60,5 @@ async def test_agent_process_beats_and_stops_on_sigterm(
             await process.wait()
 
     assert process.returncode == 0
-    assert b"[builder]" in stderr and b"builder process-builder stopped" in stderr
+    assert b" builder " in stderr and b"builder process-builder stopped" in stderr
     assert await redis.get(key_builder_heartbeat("process-builder")) is None
