@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from urllib.parse import urlsplit
@@ -62,6 +63,13 @@ def admin_key_for(settings: Settings) -> str:
 def _port_of(address: str, default: int) -> int:
     parsed = urlsplit(address if "://" in address else f"tcp://{address}")
     return parsed.port or default
+
+
+def _listening(port: int) -> bool:
+    """Something (a Redis or broker the user runs already) listens on this local port."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
 
 
 class ServiceProcess:
@@ -136,14 +144,17 @@ async def run_dev(settings: Settings) -> int:
     log_dir = settings.data_dir / "dev-logs"
     log_dir.mkdir(exist_ok=True)
     try:
-        if settings.dev_embedded_redis:
-            port = _port_of(settings.redis_url, 6379)
-            infra.append(
-                start_redis(port, settings.data_dir / "redis", (log_dir / "redis.log").open("ab"))
-            )
+        port = _port_of(settings.redis_url, 6379)
+        if not settings.dev_embedded_redis or _listening(port):
+            say(f"using the Redis server at {settings.redis_url}")
+        else:
+            redis_log = (log_dir / "redis.log").open("ab")
+            infra.append(start_redis(port, settings.data_dir / "redis", redis_log))
             say(f"redis on 127.0.0.1:{port} (AOF in {settings.data_dir / 'redis'})")
-        if settings.dev_embedded_kafka:
-            port = _port_of(settings.kafka_bootstrap, 9092)
+        port = _port_of(settings.kafka_bootstrap, 9092)
+        if not settings.dev_embedded_kafka or _listening(port):
+            say(f"using the Kafka broker at {settings.kafka_bootstrap}")
+        else:
             infra.append(start_broker(port, (log_dir / "kafka.log").open("ab")))
             say(f"embedded Kafka-protocol broker (Tansu) on 127.0.0.1:{port}")
         await wait_for_topics(settings)
