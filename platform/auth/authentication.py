@@ -73,6 +73,13 @@ class Authenticator:
         user = await self._check_password(username, password)
         return await self.tokens.issue_token_pair(user.username)
 
+    async def check_password(self, username: str, password: str) -> User:
+        """The user if the password is theirs; AuthenticationError / LoginLocked otherwise.
+
+        Failures count towards the account's lockout like failed logins.
+        """
+        return await self._check_password(username, password)
+
     async def principal_for_user(
         self, username: str, *, jti: str | None = None, token_expires_at: int | None = None
     ) -> Principal | None:
@@ -130,14 +137,24 @@ class Authenticator:
             raise AuthenticationError("invalid, expired or revoked API key")
         return principal
 
-    async def _basic(self, credentials: str) -> Principal:
+    def is_password_attempt(self, authorization: str | None) -> bool:
+        """Whether the header is Basic `user:password` with a password rather than a key.
+
+        Callers count such attempts against the login budget before checking them.
+        """
+        if not authorization:
+            return False
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
         try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise AuthenticationError("malformed Basic credentials") from None
-        username, separator, password = decoded.partition(":")
-        if not separator:
-            raise AuthenticationError("malformed Basic credentials")
+            _, password = _decode_basic(credentials.strip())
+        except AuthenticationError:
+            return False
+        return not (self._is_admin_key(password) or looks_like_api_key(password))
+
+    async def _basic(self, credentials: str) -> Principal:
+        username, password = _decode_basic(credentials)
         if self._is_admin_key(password):
             return admin_key_principal()
         if looks_like_api_key(password):
@@ -166,3 +183,15 @@ class Authenticator:
             raise AuthenticationError(_BAD_PASSWORD)
         await self.login_guard.record_success(username)
         return user
+
+
+def _decode_basic(credentials: str) -> tuple[str, str]:
+    """`(user, password)` of Basic credentials; raises AuthenticationError when malformed."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthenticationError("malformed Basic credentials") from None
+    username, separator, password = decoded.partition(":")
+    if not separator:
+        raise AuthenticationError("malformed Basic credentials")
+    return username, password

@@ -115,6 +115,11 @@ def key_login_code(code_hash: str) -> str:
     return f"{PREFIX}login-code:{code_hash}"
 
 
+def key_browser_session(session_hash: str) -> str:
+    """String: username of a browser (cookie) session; expires with the session."""
+    return f"{PREFIX}browser-session:{session_hash}"
+
+
 def key_share_link(link_id: str) -> str:
     """String: the `ShareLink` record as JSON; expires with the link, deleted on revoke."""
     return f"{PREFIX}share:{link_id}"

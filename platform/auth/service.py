@@ -10,9 +10,14 @@ from gobuild.platform.auth.api_keys import ApiKeyStore
 from gobuild.platform.auth.authentication import Authenticator
 from gobuild.platform.auth.oauth import OAuthSignIn
 from gobuild.platform.auth.ratelimit import LoginGuard, RateLimiter
+from gobuild.platform.auth.sessions import BrowserSessionStore
 from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.share_links import ShareLinkStore
-from gobuild.platform.auth.signing import load_signing_secret
+from gobuild.platform.auth.signing import (
+    BROWSER_SESSION_PURPOSE,
+    derive_secret,
+    load_signing_secret,
+)
 from gobuild.platform.auth.tokens import TokenService
 from gobuild.platform.auth.users import UserStore
 from gobuild.platform.config import Settings
@@ -28,7 +33,10 @@ class AuthService:
     login_guard: LoginGuard
     oauth: OAuthSignIn
     share_links: ShareLinkStore
+    sessions: BrowserSessionStore
     authenticator: Authenticator
+    # Key that signs the browser session cookie (derived from the signing secret).
+    cookie_secret: bytes
 
 
 async def create_auth_service(
@@ -50,6 +58,7 @@ async def create_auth_service(
         login_guard=login_guard,
         oauth=OAuthSignIn(redis, auth_settings, users),
         share_links=ShareLinkStore(redis, auth_settings, secret),
+        sessions=BrowserSessionStore(redis, auth_settings),
         authenticator=Authenticator(
             settings=auth_settings,
             users=users,
@@ -58,4 +67,5 @@ async def create_auth_service(
             login_guard=login_guard,
             admin_api_key=settings.admin_api_key,
         ),
+        cookie_secret=derive_secret(secret, BROWSER_SESSION_PURPOSE),
     )

@@ -33,6 +33,9 @@ class AuthSettings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=30)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
 
+    # Browser (cookie) sessions opened by GitHub / GitLab sign-in.
+    session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
     # Accept `Authorization: Basic user:password` on the API (off: tokens and keys only).
     allow_password_basic: bool = False
     # Password of the `admin` user created at first start; empty: a random one is printed once.

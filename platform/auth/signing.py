@@ -14,6 +14,7 @@ from gobuild.platform.auth.settings import AuthSettings
 
 ACCESS_TOKEN_PURPOSE = "access-token"
 SHARE_LINK_PURPOSE = "share-link"
+BROWSER_SESSION_PURPOSE = "browser-session"
 
 
 async def load_signing_secret(redis: aioredis.Redis, settings: AuthSettings) -> str:
@@ -31,7 +32,11 @@ async def load_signing_secret(redis: aioredis.Redis, settings: AuthSettings) -> 
     return secret
 
 
+def derive_secret(secret: str, purpose: str) -> bytes:
+    """32 bytes derived from the instance secret for one purpose only (HMAC-SHA256)."""
+    return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
 def derive_key(secret: str, purpose: str) -> OctKey:
     """A separate HS256 key per purpose, so a token made for one use is never valid for another."""
-    material = hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
-    return OctKey.import_key(material)
+    return OctKey.import_key(derive_secret(secret, purpose))

@@ -1,4 +1,4 @@
-"""The API gateway: public REST API, webhooks, and deployments served by host name."""
+"""The API gateway: public REST API, webhooks, sign-in, and deployments served by host name."""
 
 from __future__ import annotations
 
@@ -6,47 +6,79 @@ import logging
 
 import httpx
 from quart import Quart
-from quart_schema import HttpSecurityScheme, Info, QuartSchema
+from quart_auth import QuartAuth
 
+from gobuild.platform.auth.service import create_auth_service
+from gobuild.platform.auth.settings import AuthSettings
+from gobuild.platform.auth.users import INITIAL_ADMIN_USERNAME, UserStore
 from gobuild.platform.bus import EventProducer
 from gobuild.platform.config import Settings
+from gobuild.platform.gateway.access import authenticate_request
 from gobuild.platform.gateway.context import EXTENSION_KEY, GatewayContext
 from gobuild.platform.gateway.deployments import register_deployment_host
 from gobuild.platform.gateway.errors import register_error_handlers
-from gobuild.platform.gateway.routes import builds, health, projects, webhooks
+from gobuild.platform.gateway.openapi import SESSION_COOKIE, install_openapi
+from gobuild.platform.gateway.ratelimits import add_rate_limit_headers
+from gobuild.platform.gateway.routes import (
+    auth,
+    builds,
+    health,
+    keys,
+    members,
+    oauth,
+    projects,
+    users,
+    webhooks,
+)
+from gobuild.platform.gateway.settings import GatewaySettings
 from gobuild.platform.state import connect_redis
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> Quart:
+def create_app(
+    settings: Settings,
+    *,
+    auth_settings: AuthSettings | None = None,
+    gateway_settings: GatewaySettings | None = None,
+) -> Quart:
+    auth_settings = auth_settings or AuthSettings()
+    gateway_settings = gateway_settings or GatewaySettings()
     app = Quart("gobuild.gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 60
     app.config["RESPONSE_TIMEOUT"] = None
-    QuartSchema(
+    install_openapi(app)
+    QuartAuth(
         app,
-        info=Info(title="GoBuild API", version="1"),
-        security_schemes={
-            "bearer": HttpSecurityScheme(scheme="bearer"),
-            "basic": HttpSecurityScheme(scheme="basic"),
-        },
-        security=[{"bearer": []}, {"basic": []}],
+        cookie_name=SESSION_COOKIE,
+        cookie_samesite="Lax",
+        cookie_secure=settings.gateway_public_url.startswith("https://"),
+        duration=auth_settings.session_ttl_seconds,
     )
     register_error_handlers(app)
+    # Deployment hosts are answered first; everything else passes the authentication layer.
     register_deployment_host(app)
-    for module in (health, webhooks, projects, builds):
+    app.before_request(authenticate_request)
+    app.after_request(add_rate_limit_headers)
+    for module in (health, webhooks, auth, users, keys, projects, members, builds, oauth):
         app.register_blueprint(module.blueprint)
 
     @app.before_serving
     async def _start() -> None:
+        redis = connect_redis(settings.redis_url)
+        auth_service = await create_auth_service(redis, settings, auth_settings)
+        app.secret_key = auth_service.cookie_secret  # signs the browser session cookie
+        await _ensure_initial_admin(auth_service.users, auth_settings)
         producer = EventProducer(settings, client_id="gateway")
         await producer.start()
         app.extensions[EXTENSION_KEY] = GatewayContext(
             settings=settings,
-            redis=connect_redis(settings.redis_url),
+            gateway_settings=gateway_settings,
+            redis=redis,
             producer=producer,
             http=httpx.AsyncClient(timeout=httpx.Timeout(10.0)),
+            auth=auth_service,
         )
         log.info("gateway ready on port %s", settings.gateway_port)
 
@@ -60,3 +92,22 @@ def create_app(settings: Settings) -> Quart:
         await ctx.redis.aclose()
 
     return app
+
+
+async def _ensure_initial_admin(users: UserStore, auth_settings: AuthSettings) -> None:
+    """Create the first admin user when there is none; a generated password is logged once."""
+    password = await users.ensure_initial_admin(auth_settings)
+    if password is None:
+        return
+    if auth_settings.initial_admin_password:
+        log.info(
+            "created the first admin user %r with GOBUILD_INITIAL_ADMIN_PASSWORD",
+            INITIAL_ADMIN_USERNAME,
+        )
+        return
+    log.warning(
+        "created the first admin user %r with password %s (shown once: sign in and change "
+        "it with POST /api/me/password)",
+        INITIAL_ADMIN_USERNAME,
+        password,
+    )

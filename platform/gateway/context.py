@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 import httpx
 import redis.asyncio as aioredis
 from quart import current_app
 
+from gobuild.platform.auth.service import AuthService
 from gobuild.platform.bus import EventProducer
 from gobuild.platform.config import Settings
+from gobuild.platform.gateway.settings import GatewaySettings
 from gobuild.platform.state import BuildStore, DeploymentStore, ProjectStore
 
 EXTENSION_KEY = "gobuild.gateway"
@@ -18,9 +21,13 @@ EXTENSION_KEY = "gobuild.gateway"
 @dataclass
 class GatewayContext:
     settings: Settings
+    gateway_settings: GatewaySettings
     redis: aioredis.Redis
     producer: EventProducer
     http: httpx.AsyncClient  # to the internal services (storage, orchestrator)
+    auth: AuthService
+    # Serialises "is there room for another trigger?" with recording it (backpressure).
+    trigger_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def projects(self) -> ProjectStore:

@@ -19,6 +19,10 @@ from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered, parse_
 
 ADMIN_KEY = "test-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+ADMIN_PASSWORD = "initial-admin-password"
+JWT_SECRET = "gateway-test-secret-that-is-long-enough-0123456789"
+GITLAB_URL = "https://gitlab.example.com"
+PASSWORD = "a-good-password-1"
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
 
 
@@ -35,17 +39,58 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @dataclass
 class Gateway:
     client: TestClientProtocol
     settings: Settings
 
-    async def create_project(self, **fields: Any) -> dict[str, Any]:
+    async def create_project(
+        self, headers: dict[str, str] | None = None, **fields: Any
+    ) -> dict[str, Any]:
         body = {"name": "hello-world", "repo_url": "https://github.com/Codertocat/Hello-World.git"}
         body.update(fields)
-        response = await self.client.post("/api/projects", json=body, headers=AUTH)
+        response = await self.client.post("/api/projects", json=body, headers=headers or AUTH)
         assert response.status_code == 201, await response.get_data(as_text=True)
         return await response.get_json()
+
+    async def create_user(
+        self, username: str, password: str = PASSWORD, **fields: Any
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/users", json={"username": username, "password": password, **fields}, headers=AUTH
+        )
+        assert response.status_code == 201, await response.get_data(as_text=True)
+        return await response.get_json()
+
+    async def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/auth/login", json={"username": username, "password": password}
+        )
+        assert response.status_code == 200, await response.get_data(as_text=True)
+        return await response.get_json()
+
+    async def user_headers(self, username: str) -> dict[str, str]:
+        """Create a user and log them in: their `Authorization` header."""
+        await self.create_user(username)
+        return bearer((await self.login(username))["access_token"])
+
+    async def create_key(self, headers: dict[str, str], *scopes: str) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/keys", json={"name": "ci", "scopes": list(scopes)}, headers=headers
+        )
+        assert response.status_code == 201, await response.get_data(as_text=True)
+        return await response.get_json()
+
+    async def start_build(self, project_id: str, headers: dict[str, str] | None = None) -> str:
+        response = await self.client.post(
+            f"/api/projects/{project_id}/builds", json={}, headers=headers or AUTH
+        )
+        assert response.status_code == 202, await response.get_data(as_text=True)
+        return (await response.get_json())["build_id"]
 
     async def github_push(
         self, payload: dict[str, Any], secret: str, delivery: str, event: str = "push"

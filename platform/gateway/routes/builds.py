@@ -4,39 +4,59 @@ from __future__ import annotations
 
 from quart import Blueprint, request
 from quart.typing import ResponseReturnValue
+from quart_schema import document_querystring, tag_blueprint, validate_response
 
-from gobuild.platform.gateway.access import require_api_credentials
+from gobuild.platform.auth.permissions import Action
+from gobuild.platform.gateway.authorization import current_principal, require_in_project
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
+from gobuild.platform.gateway.openapi import document_errors, document_raw_response
+from gobuild.platform.gateway.schemas import BuildView, CancelAccepted, LogQuery
 from gobuild.platform.gateway.storage_proxy import open_storage_stream, relay_response
 from gobuild.platform.records import Build
 
 blueprint = Blueprint("builds", __name__, url_prefix="/api/builds")
-blueprint.before_request(require_api_credentials)
+tag_blueprint(blueprint, ["builds"])
 
 
-def build_view(ctx: GatewayContext, build: Build) -> dict[str, object]:
+def build_view(ctx: GatewayContext, build: Build) -> BuildView:
     base = f"{ctx.settings.gateway_public_url}/api/builds/{build.id}"
-    view = build.model_dump(mode="json")
-    view["log_url"] = f"{base}/logs"
-    view["artifact_url"] = f"{base}/artifact" if build.artifact else None
-    return view
+    return BuildView(
+        **build.model_dump(),
+        log_url=f"{base}/logs",
+        artifact_url=f"{base}/artifact" if build.artifact else None,
+    )
 
 
-async def find_build(ctx: GatewayContext, build_id: str) -> Build:
+async def find_build(
+    ctx: GatewayContext, build_id: str, action: Action = Action.BUILD_READ
+) -> Build:
+    """The build, if the caller may do `action` in its project; else 404 (or 403)."""
+    current_principal()
+    not_found = ApiError(404, "build not found", build_id)
     build = await ctx.builds.get(build_id)
     if build is None:
-        raise ApiError(404, "build not found", build_id)
+        raise not_found
+    require_in_project(build.project_id, action, not_found)
     return build
 
 
 @blueprint.get("/<build_id>")
+@validate_response(BuildView)
 async def get_build(build_id: str) -> ResponseReturnValue:
+    """A build: state, step, timing, commit, artifact and deployment."""
     ctx = gateway()
     return build_view(ctx, await find_build(ctx, build_id))
 
 
 @blueprint.get("/<build_id>/logs")
+@document_querystring(LogQuery)
+@document_raw_response(
+    200,
+    "The console output as plain text (`X-Log-Complete` says whether the build has ended).",
+    content_type="text/plain",
+)
+@document_errors(503)
 async def get_logs(build_id: str) -> ResponseReturnValue:
     """The build's console as plain text; `?follow=1` streams until the build ends."""
     ctx = gateway()
@@ -55,7 +75,14 @@ async def get_logs(build_id: str) -> ResponseReturnValue:
 
 
 @blueprint.get("/<build_id>/artifact")
+@document_raw_response(
+    200,
+    "The build output as a gzip-compressed tar archive (`X-Checksum-Sha256`).",
+    content_type="application/gzip",
+)
+@document_errors(503)
 async def get_artifact(build_id: str) -> ResponseReturnValue:
+    """Download the build's output archive."""
     ctx = gateway()
     build = await find_build(ctx, build_id)
     if build.artifact is None:
@@ -68,10 +95,13 @@ async def get_artifact(build_id: str) -> ResponseReturnValue:
 
 
 @blueprint.post("/<build_id>/cancel")
+@validate_response(CancelAccepted, 202)
+@document_errors(409)
 async def cancel_build(build_id: str) -> ResponseReturnValue:
+    """Cancel a queued or running build."""
     ctx = gateway()
-    build = await find_build(ctx, build_id)
+    build = await find_build(ctx, build_id, Action.BUILD_CANCEL)
     if build.state.is_terminal:
         raise ApiError(409, "build already finished", f"state is {build.state.value}")
     await ctx.builds.request_cancel(build.id)
-    return {"build_id": build.id, "state": build.state.value, "cancel_requested": True}, 202
+    return CancelAccepted(build_id=build.id, state=build.state.value, cancel_requested=True), 202

@@ -7,16 +7,21 @@ import asyncio
 import httpx
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
-from quart_schema import hide
+from quart_schema import document_response, tag_blueprint
 
 from gobuild.platform.gateway.context import gateway
+from gobuild.platform.gateway.openapi import public
+from gobuild.platform.gateway.schemas import Health, Readiness
 
 blueprint = Blueprint("health", __name__)
+tag_blueprint(blueprint, ["health"])
 
 
 @blueprint.get("/healthz")
-@hide
+@public
+@document_response(Health)
 async def healthz() -> ResponseReturnValue:
+    """Liveness: the process answers."""
     return {"status": "ok"}
 
 
@@ -42,8 +47,11 @@ async def _check_kafka() -> str:
 
 
 @blueprint.get("/readyz")
-@hide
+@public
+@document_response(Readiness)
+@document_response(Readiness, 503)
 async def readyz() -> ResponseReturnValue:
+    """Readiness: Kafka, Redis, the orchestrator and storage are reachable (else 503)."""
     ctx = gateway()
     names = ("kafka", "redis", "orchestrator", "storage")
     results = await asyncio.gather(

@@ -1,44 +1,82 @@
-"""Projects: register a repository, list projects and their builds, build a branch now."""
+"""Projects: register a repository, list projects and their builds, build a branch now,
+rotate the webhook secret."""
 
 from __future__ import annotations
 
 import secrets
 
-from quart import Blueprint, request
+from quart import Blueprint
 from quart.typing import ResponseReturnValue
-from quart_schema import validate_request
+from quart_schema import tag_blueprint, validate_querystring, validate_request, validate_response
 
-from gobuild.platform.gateway.access import require_api_credentials
+from gobuild.platform.auth.permissions import Action, Principal, is_allowed, scopes_allow
+from gobuild.platform.auth.users import UnknownUser
+from gobuild.platform.gateway.authorization import (
+    current_principal,
+    require,
+    require_in_project,
+    why_not,
+)
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
+from gobuild.platform.gateway.openapi import document_errors
 from gobuild.platform.gateway.routes.builds import build_view
-from gobuild.platform.gateway.schemas import BuildCreate, ProjectCreate
+from gobuild.platform.gateway.schemas import (
+    BuildAccepted,
+    BuildCreate,
+    BuildList,
+    BuildListQuery,
+    ProjectCreate,
+    ProjectCreated,
+    ProjectList,
+    ProjectView,
+    WebhookSecretRotated,
+)
 from gobuild.platform.gateway.triggers import TriggerRequest, enqueue_build
+from gobuild.platform.gateway.webhook_secrets import rotate_webhook_secret
 from gobuild.platform.records import Project, new_id
 
 blueprint = Blueprint("projects", __name__, url_prefix="/api/projects")
-blueprint.before_request(require_api_credentials)
+tag_blueprint(blueprint, ["projects"])
 
 
-def project_view(ctx: GatewayContext, project: Project) -> dict[str, object]:
+def project_view(
+    ctx: GatewayContext,
+    project: Project,
+    principal: Principal,
+    production_deployment_id: str | None = None,
+) -> ProjectView:
     base = ctx.settings.gateway_public_url
-    return {
+    provider = "gitlab" if project.provider == "gitlab" else "github"
+    return ProjectView(
         **project.public(),
-        "production_url": ctx.settings.deployment_url(project.name),
-        "webhook_url": f"{base}/webhooks/{'gitlab' if project.provider == 'gitlab' else 'github'}",
-    }
+        production_url=ctx.settings.deployment_url(project.name),
+        webhook_url=f"{base}/webhooks/{provider}",
+        production_deployment_id=production_deployment_id,
+        role=principal.project_roles.get(project.id),
+    )
 
 
-async def find_project(ctx: GatewayContext, project_ref: str) -> Project:
+async def find_project(
+    ctx: GatewayContext, project_ref: str, action: Action = Action.PROJECT_READ
+) -> Project:
+    """The project named by id or name, if the caller may do `action` in it; else 404/403."""
+    current_principal()
+    not_found = ApiError(404, "project not found", project_ref)
     project = await ctx.projects.get(project_ref) or await ctx.projects.get_by_name(project_ref)
     if project is None:
-        raise ApiError(404, "project not found", project_ref)
+        raise not_found
+    require_in_project(project.id, action, not_found)
     return project
 
 
 @blueprint.post("")
 @validate_request(ProjectCreate)
+@validate_response(ProjectCreated, 201)
+@document_errors(409)
 async def create_project(data: ProjectCreate) -> ResponseReturnValue:
+    """Register a repository as a project; the caller becomes its owner."""
+    principal = require(Action.PROJECT_CREATE)
     ctx = gateway()
     if await ctx.deployments.get(data.name):
         raise ApiError(409, "name is taken", f"{data.name!r} is already a deployment host name")
@@ -53,43 +91,61 @@ async def create_project(data: ProjectCreate) -> ResponseReturnValue:
     )
     if not await ctx.projects.create(project):
         raise ApiError(409, "project name is taken", data.name)
+    role = None
+    if principal.kind != "admin_key":  # the admin key is nobody: admins see every project
+        try:
+            role = await ctx.auth.users.set_member(project.id, principal.username, "owner")
+        except UnknownUser:
+            raise ApiError(401, "invalid credentials", "the user no longer exists") from None
+    view = project_view(ctx, project, principal).model_dump()
+    view["role"] = role
     # The secret is shown here, once, so it can be pasted into the provider's webhook form.
-    return {**project_view(ctx, project), "webhook_secret": project.webhook_secret}, 201
+    return ProjectCreated(**view, webhook_secret=project.webhook_secret), 201
 
 
 @blueprint.get("")
+@validate_response(ProjectList)
 async def list_projects() -> ResponseReturnValue:
+    """The projects the caller belongs to (admins: every project)."""
+    principal = current_principal()
+    if principal.scopes is not None and not scopes_allow(principal.scopes, Action.PROJECT_READ):
+        raise ApiError(403, "forbidden", why_not(principal, Action.PROJECT_READ))
     ctx = gateway()
-    return {"projects": [project_view(ctx, p) for p in await ctx.projects.list()]}
+    projects = [
+        p for p in await ctx.projects.list() if is_allowed(principal, Action.PROJECT_READ, p.id)
+    ]
+    return ProjectList(projects=[project_view(ctx, p, principal) for p in projects])
 
 
 @blueprint.get("/<project_ref>")
+@validate_response(ProjectView)
 async def get_project(project_ref: str) -> ResponseReturnValue:
+    """One project, by id or name, with its current production deployment."""
     ctx = gateway()
     project = await find_project(ctx, project_ref)
     alias = await ctx.deployments.production_alias(project.id)
-    view = project_view(ctx, project)
-    view["production_deployment_id"] = alias.deployment_id if alias else None
-    return view
+    return project_view(ctx, project, current_principal(), alias.deployment_id if alias else None)
 
 
 @blueprint.get("/<project_ref>/builds")
-async def list_builds(project_ref: str) -> ResponseReturnValue:
+@validate_querystring(BuildListQuery)
+@validate_response(BuildList)
+async def list_builds(project_ref: str, query_args: BuildListQuery) -> ResponseReturnValue:
+    """The project's builds, newest first."""
     ctx = gateway()
-    project = await find_project(ctx, project_ref)
-    try:
-        limit = min(max(int(request.args.get("limit", "50")), 1), 500)
-    except ValueError as exc:
-        raise ApiError(400, "limit must be a whole number") from exc
-    builds = await ctx.builds.list_for_project(project.id, limit)
-    return {"builds": [build_view(ctx, b) for b in builds]}
+    project = await find_project(ctx, project_ref, Action.BUILD_READ)
+    builds = await ctx.builds.list_for_project(project.id, query_args.limit)
+    return BuildList(builds=[build_view(ctx, b) for b in builds])
 
 
 @blueprint.post("/<project_ref>/builds")
 @validate_request(BuildCreate)
+@validate_response(BuildAccepted, 202)
+@document_errors(503)
 async def create_build(project_ref: str, data: BuildCreate) -> ResponseReturnValue:
+    """Build a branch (default: the production branch) or one commit of it now."""
     ctx = gateway()
-    project = await find_project(ctx, project_ref)
+    project = await find_project(ctx, project_ref, Action.BUILD_CREATE)
     branch = data.branch or project.production_branch
     build = await enqueue_build(
         ctx,
@@ -98,7 +154,25 @@ async def create_build(project_ref: str, data: BuildCreate) -> ResponseReturnVal
             source="api", ref=f"refs/heads/{branch}", branch=branch, commit_sha=data.commit_sha
         ),
     )
-    return {
-        "build_id": build.id,
-        "status_url": f"{ctx.settings.gateway_public_url}/api/builds/{build.id}",
-    }, 202
+    return BuildAccepted(
+        build_id=build.id,
+        status_url=f"{ctx.settings.gateway_public_url}/api/builds/{build.id}",
+    ), 202
+
+
+@blueprint.post("/<project_ref>/webhook-secret/rotate")
+@validate_response(WebhookSecretRotated)
+async def rotate_secret(project_ref: str) -> ResponseReturnValue:
+    """Replace the webhook secret; the old one keeps working for the grace period.
+
+    The new secret is shown here, once.
+    """
+    ctx = gateway()
+    project = await find_project(ctx, project_ref, Action.PROJECT_UPDATE)
+    try:
+        secret, valid_until = await rotate_webhook_secret(
+            ctx.redis, project.id, ctx.gateway_settings.webhook_secret_grace_seconds
+        )
+    except LookupError:
+        raise ApiError(404, "project not found", project_ref) from None
+    return WebhookSecretRotated(webhook_secret=secret, previous_secret_expires_at=valid_until)

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from quart import Blueprint, request
 from quart.typing import ResponseReturnValue
-from quart_schema import hide
+from quart_schema import document_headers, document_request, document_response, tag_blueprint
 
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
-from gobuild.platform.gateway.triggers import TriggerRequest, enqueue_build
+from gobuild.platform.gateway.openapi import document_errors, public
+from gobuild.platform.gateway.schemas import (
+    GitHubDeliveryHeaders,
+    GitLabDeliveryHeaders,
+    WebhookAccepted,
+    WebhookHandled,
+    WebhookPayload,
+)
+from gobuild.platform.gateway.triggers import TriggerRequest, enqueue_builds
+from gobuild.platform.gateway.webhook_secrets import accepted_secrets
 from gobuild.platform.records import Project
 from gobuild.platform.state import key_delivery
 from gobuild.webhooks import (
@@ -29,7 +40,9 @@ from gobuild.webhooks import (
 )
 
 log = logging.getLogger(__name__)
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 blueprint = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+tag_blueprint(blueprint, ["webhooks"])
 
 
 async def _raw_body(ctx: GatewayContext) -> bytes:
@@ -94,7 +107,7 @@ async def _accept(
         delivery_id=event.delivery_id,
     )
     try:
-        builds = [await enqueue_build(ctx, project, trigger) for project in projects]
+        builds = await enqueue_builds(ctx, projects, trigger)
     except Exception:
         if delivery_key:  # not accepted: a redelivery must be able to try again
             await ctx.redis.delete(delivery_key)
@@ -112,9 +125,27 @@ async def _accept(
     }, 202
 
 
+def _documented(headers_model: type) -> Callable[[Handler], Handler]:
+    """OpenAPI: the raw payload, the provider's headers and every answer a delivery gets."""
+
+    def decorator(func: Handler) -> Handler:
+        func = document_request(WebhookPayload)(func)
+        func = document_headers(headers_model)(func)
+        func = document_response(WebhookAccepted, 202)(func)
+        func = document_response(WebhookHandled, 200)(func)
+        return document_errors(400, 401, 404, 413, 503)(public(func))
+
+    return decorator
+
+
 @blueprint.post("/github")
-@hide
+@_documented(GitHubDeliveryHeaders)
 async def github() -> ResponseReturnValue:
+    """A GitHub push (or ping) delivery, signed with the project's webhook secret.
+
+    Answers 202 with the build ids once the builds are recorded; redeliveries, pings,
+    deletions and unwanted tags are answered 200 without a build.
+    """
     ctx = gateway()
     body = await _raw_body(ctx)
     headers = request.headers
@@ -127,7 +158,11 @@ async def github() -> ResponseReturnValue:
     )
     candidates = await _projects_for(ctx, event)
     signature = headers.get("X-Hub-Signature-256")
-    verified = [p for p in candidates if verify_github_signature(p.webhook_secret, body, signature)]
+    verified = [
+        project
+        for project, secrets in await accepted_secrets(ctx.redis, candidates)
+        if any(verify_github_signature(secret, body, signature) for secret in secrets)
+    ]
     if not verified:
         log.warning("github delivery %s: bad or missing signature", event.delivery_id)
         raise ApiError(
@@ -139,8 +174,12 @@ async def github() -> ResponseReturnValue:
 
 
 @blueprint.post("/gitlab")
-@hide
+@_documented(GitLabDeliveryHeaders)
 async def gitlab() -> ResponseReturnValue:
+    """A GitLab push (or tag push) delivery carrying the project's secret token.
+
+    Answers like the GitHub route.
+    """
     ctx = gateway()
     body = await _raw_body(ctx)
     headers = request.headers
@@ -148,7 +187,11 @@ async def gitlab() -> ResponseReturnValue:
     event = _parse(parse_gitlab_delivery, headers.get("X-Gitlab-Event"), delivery_id, body)
     candidates = await _projects_for(ctx, event)
     token = headers.get("X-Gitlab-Token")
-    verified = [p for p in candidates if verify_gitlab_token(p.webhook_secret, token)]
+    verified = [
+        project
+        for project, secrets in await accepted_secrets(ctx.redis, candidates)
+        if any(verify_gitlab_token(secret, token) for secret in secrets)
+    ]
     if not verified:
         log.warning("gitlab delivery %s: bad or missing token", delivery_id)
         raise ApiError(
