@@ -768,6 +768,7 @@ class Agent:
                 reason=reason,
                 builder_id=self.builder_id,
                 commit_sha=run.commit_sha,
+                attempt=run.attempt,
             ),
         )
 

@@ -118,6 +118,7 @@ class BuildStatusChanged(Event):
     reason: str | None = None
     builder_id: str | None = None
     commit_sha: str | None = None
+    attempt: int | None = None
 
 
 class LogChunk(Event):

@@ -191,9 +191,11 @@ class BuildStore:
             if build.state == event.state:
                 # Not a transition: a running build reports its step (and, after a builder
                 # was lost, the builder that took it over).
-                progress = {"step": event.step}
+                progress: dict[str, object] = {"step": event.step}
                 if event.builder_id:
                     progress["builder_id"] = event.builder_id
+                if event.attempt:
+                    progress["attempt"] = event.attempt
                 if all(getattr(build, k) == v for k, v in progress.items()):
                     return None
                 return build.model_copy(update=progress)
@@ -205,6 +207,8 @@ class BuildStore:
                 update["reason"] = event.reason
             if event.builder_id:
                 update["builder_id"] = event.builder_id
+            if event.attempt:
+                update["attempt"] = event.attempt
             if event.commit_sha:
                 update["commit_sha"] = event.commit_sha
             if event.state == BuildState.RUNNING:

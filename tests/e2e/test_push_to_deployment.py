@@ -213,6 +213,7 @@ def test_a_builder_killed_mid_build_loses_nothing(stack: Stack, git_repo: GitRep
     build = stack.wait_for_build(build_id, timeout=150)
     assert build["state"] == "succeeded", build
     assert running["builder_id"] != build["builder_id"]
+    assert (running["attempt"], build["attempt"]) == (1, 2)
     assert stack.get_site("survivor").text == "survived\n"
     log = stack.http.get(f"/api/builds/{build_id}/logs").text
     assert "Resuming after builder loss" in log

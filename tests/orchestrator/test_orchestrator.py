@@ -164,7 +164,7 @@ async def test_status_and_completion_events_keep_the_record_current(
         base = {"build_id": trigger.build_id, "project_id": project.id}
         await producer.publish(
             TOPIC_BUILD_STATUS,
-            BuildStatusChanged(**base, state=BuildState.RUNNING, builder_id="agent-1"),
+            BuildStatusChanged(**base, state=BuildState.RUNNING, builder_id="agent-1", attempt=1),
         )
         await producer.publish(
             TOPIC_BUILD_STATUS, BuildStatusChanged(**base, state=BuildState.RUNNING, step="build")
@@ -197,7 +197,7 @@ async def test_status_and_completion_events_keep_the_record_current(
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
         final = await store.get(trigger.build_id)
-    assert running_build.builder_id == "agent-1"
+    assert (running_build.builder_id, running_build.attempt) == ("agent-1", 1)
     assert final is not None
     assert final.state == BuildState.SUCCEEDED
     assert final.deployment_url == "http://site-abc.localhost:8080/"

@@ -103,4 +103,4 @@ def test_python_dash_m_serves_on_the_configured_port_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0
-    assert " storage INFO " in stderr.decode()
+    assert " INFO storage " in stderr.decode()
