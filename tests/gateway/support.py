@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,9 +12,9 @@ from typing import Any
 
 from quart.typing import TestClientProtocol
 
-from gobuild.platform.bus import make_consumer
 from gobuild.platform.config import Settings
-from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered, parse_event
+from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered
+from tests.kafka_reading import read_events
 
 ADMIN_KEY = "test-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -112,19 +111,5 @@ async def published_triggers(
     settings: Settings, expected: int, wait: float = 3.0
 ) -> list[BuildTriggered]:
     """The triggers on `build-triggers`, read from the start; waits for `expected` of them."""
-    consumer = make_consumer(settings, [TOPIC_BUILD_TRIGGERS], None, client_id="test-reader")
-    await consumer.start()
-    found: list[BuildTriggered] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline and len(found) < expected + 1:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                found.extend(parse_event(r.value) for r in records)  # type: ignore[misc]
-            if len(found) >= expected and expected > 0:
-                # give a little time for an unexpected extra message to show up
-                deadline = min(deadline, loop.time() + 0.5)
-    finally:
-        await consumer.stop()
-    return found
+    events = await read_events(settings, [TOPIC_BUILD_TRIGGERS], expected, wait)
+    return [e for e in events if isinstance(e, BuildTriggered)]
