@@ -242,29 +242,27 @@ class Agent:
 
     # Connections ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _started(connection: T | None) -> T:
+        if connection is None:
+            raise RuntimeError("the agent is not started")
+        return connection
+
     @property
     def redis(self) -> aioredis.Redis:
-        if self._redis is None:
-            raise RuntimeError("the agent is not started")
-        return self._redis
+        return self._started(self._redis)
 
     @property
     def producer(self) -> EventProducer:
-        if self._producer is None:
-            raise RuntimeError("the agent is not started")
-        return self._producer
+        return self._started(self._producer)
 
     @property
     def docker(self) -> docker.DockerClient:
-        if self._docker is None:
-            raise RuntimeError("the agent is not started")
-        return self._docker
+        return self._started(self._docker)
 
     @property
     def storage(self) -> StorageClient:
-        if self._http is None:
-            raise RuntimeError("the agent is not started")
-        return StorageClient(self._http, self.settings)
+        return StorageClient(self._started(self._http), self.settings)
 
     # Background loops ----------------------------------------------------------------------
 
