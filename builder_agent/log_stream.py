@@ -1,7 +1,9 @@
 """Batch a build's console lines into ordered `LogChunk` events on `build-logs`.
 
 A chunk holds lines of one stream; a new chunk starts when the stream changes, when the batch is
-full (lines or bytes) and at least every flush interval. Chunks are numbered from 0 per attempt
+full (lines or bytes) and at least every flush interval. A line after a quiet spell (no chunk
+for a flush interval) goes out at once, so sparse output shows up without delay while bursts
+are still batched. Chunks are numbered from 0 per attempt
 and published one at a time, in order, by a single owned task, so writers never wait for the
 broker unless too many chunks are pending.
 """
@@ -52,6 +54,7 @@ class LogStreamer:
         self._lines: list[str] = []
         self._bytes = 0
         self._first_line_at = 0.0
+        self._last_cut_at = float("-inf")
         self._ready: deque[LogChunk] = deque()
         self._wake = asyncio.Event()
         self._room = asyncio.Condition()
@@ -73,7 +76,8 @@ class LogStreamer:
         self._stream = stream
         self._lines.append(line)
         self._bytes += size
-        if len(self._lines) >= self._batch_lines:
+        quiet = asyncio.get_running_loop().time() - self._last_cut_at >= self._interval
+        if quiet or len(self._lines) >= self._batch_lines:
             self._cut()
         if len(self._ready) >= MAX_PENDING_CHUNKS:
             async with self._room:
@@ -127,6 +131,7 @@ class LogStreamer:
             final=final,
         )
         self._seq += 1
+        self._last_cut_at = asyncio.get_running_loop().time()
         self._lines = []
         self._bytes = 0
         self._ready.append(chunk)

@@ -115,3 +115,32 @@ async def test_many_lines_keep_their_order_across_chunks(
         for c in chunks
         if c.lines
     )
+
+
+async def test_a_line_after_a_quiet_spell_goes_out_at_once_and_bursts_are_batched(
+    make_settings: Callable[..., Settings], kafka_bootstrap: str
+) -> None:
+    settings = make_settings(
+        kafka_bootstrap=kafka_bootstrap, log_batch_lines=100, log_flush_interval_ms=2000
+    )
+    await ensure_topics(settings)
+    producer = EventProducer(settings, client_id="test-quiet")
+    await producer.start()
+    logs = LogStreamer(producer, settings, build_id="b_quiet", project_id="p_1", attempt=1)
+    await logs.start()
+    try:
+        await logs.write("stdout", "first")
+        # Far sooner than the 2 s flush interval.
+        async with asyncio.timeout(1.0):
+            first = await read_chunks(settings, "b_quiet", 1)
+        assert [c.lines for c in first] == [["first"]]
+        for i in range(50):
+            await logs.write("stdout", f"burst {i}")
+        await logs.close()
+        chunks = await read_chunks(settings, "b_quiet")
+    finally:
+        await producer.stop()
+    assert [line for c in chunks for line in c.lines] == ["first"] + [
+        f"burst {i}" for i in range(50)
+    ]
+    assert len(chunks) <= 4  # the burst travels in one or two chunks, then the final one
