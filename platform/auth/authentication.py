@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from gobuild.platform.auth.api_keys import ApiKey, ApiKeyStore, looks_like_api_key
 from gobuild.platform.auth.permissions import Principal, admin_key_principal
 from gobuild.platform.auth.ratelimit import LoginGuard
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.tokens import InvalidToken, TokenPair, TokenService
 from gobuild.platform.auth.users import User, UserStore
+from gobuild.platform.config import AuthSettings
 
 log = logging.getLogger(__name__)
 

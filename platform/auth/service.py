@@ -11,7 +11,6 @@ from gobuild.platform.auth.authentication import Authenticator
 from gobuild.platform.auth.oauth import OAuthSignIn
 from gobuild.platform.auth.ratelimit import LoginGuard, RateLimiter
 from gobuild.platform.auth.sessions import BrowserSessionStore
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.share_links import ShareLinkStore
 from gobuild.platform.auth.signing import (
     BROWSER_SESSION_PURPOSE,
@@ -20,7 +19,7 @@ from gobuild.platform.auth.signing import (
 )
 from gobuild.platform.auth.tokens import TokenService
 from gobuild.platform.auth.users import UserStore
-from gobuild.platform.config import Settings
+from gobuild.platform.config import AuthSettings, Settings
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import secrets
 import redis.asyncio as aioredis
 
 from gobuild.platform.auth import redis_keys as keys
-from gobuild.platform.auth.settings import AuthSettings
+from gobuild.platform.config import AuthSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from joserfc.errors import JoseError
 from pydantic import BaseModel
 
 from gobuild.platform.auth import redis_keys as keys
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.signing import SHARE_LINK_PURPOSE, derive_key
 from gobuild.platform.auth.users import UserError
+from gobuild.platform.config import AuthSettings
 from gobuild.platform.records import new_id
 
 log = logging.getLogger(__name__)

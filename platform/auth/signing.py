@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from joserfc.jwk import OctKey
 
 from gobuild.platform.auth import redis_keys as keys
-from gobuild.platform.auth.settings import AuthSettings
+from gobuild.platform.config import AuthSettings
 
 ACCESS_TOKEN_PURPOSE = "access-token"
 SHARE_LINK_PURPOSE = "share-link"

@@ -23,9 +23,9 @@ from pydantic import BaseModel
 
 from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.auth.permissions import InstanceRole
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.signing import ACCESS_TOKEN_PURPOSE, derive_key
 from gobuild.platform.auth.users import UnknownUser, UserStore
+from gobuild.platform.config import AuthSettings
 
 log = logging.getLogger(__name__)
 

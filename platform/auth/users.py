@@ -16,7 +16,7 @@ from redis.exceptions import WatchError
 from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.auth.passwords import hash_password, needs_rehash, verify_password
 from gobuild.platform.auth.permissions import ProjectRole, parse_role
-from gobuild.platform.auth.settings import AuthSettings
+from gobuild.platform.config import AuthSettings
 from gobuild.platform.events import utcnow
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from quart_auth import current_user, logout_user
 
 from gobuild.platform.auth.authentication import AuthenticationError, LoginLocked
 from gobuild.platform.auth.permissions import Principal
-from gobuild.platform.auth.settings import RateLimitBucket
+from gobuild.platform.config import RateLimitBucket
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.gateway.ratelimits import budget_owner, client_address, spend

@@ -9,10 +9,9 @@ from quart import Quart
 from quart_auth import QuartAuth
 
 from gobuild.platform.auth.service import create_auth_service
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.users import INITIAL_ADMIN_USERNAME, UserStore
 from gobuild.platform.bus import EventProducer
-from gobuild.platform.config import Settings
+from gobuild.platform.config import AuthSettings, GatewaySettings, Settings
 from gobuild.platform.gateway.access import authenticate_request
 from gobuild.platform.gateway.context import EXTENSION_KEY, GatewayContext
 from gobuild.platform.gateway.deployments import register_deployment_host
@@ -30,7 +29,6 @@ from gobuild.platform.gateway.routes import (
     users,
     webhooks,
 )
-from gobuild.platform.gateway.settings import GatewaySettings
 from gobuild.platform.state import connect_redis
 
 log = logging.getLogger(__name__)

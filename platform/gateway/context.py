@@ -11,8 +11,7 @@ from quart import current_app
 
 from gobuild.platform.auth.service import AuthService
 from gobuild.platform.bus import EventProducer
-from gobuild.platform.config import Settings
-from gobuild.platform.gateway.settings import GatewaySettings
+from gobuild.platform.config import GatewaySettings, Settings
 from gobuild.platform.state import BuildStore, DeploymentStore, ProjectStore
 
 EXTENSION_KEY = "gobuild.gateway"

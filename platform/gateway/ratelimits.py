@@ -12,7 +12,7 @@ from quart import Response, g, request
 
 from gobuild.platform.auth.permissions import Principal
 from gobuild.platform.auth.ratelimit import RateLimitResult
-from gobuild.platform.auth.settings import RateLimitBucket
+from gobuild.platform.config import RateLimitBucket
 from gobuild.platform.gateway.context import GatewayContext
 from gobuild.platform.gateway.errors import ApiError
 

@@ -8,8 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gobuild.platform.auth.service import AuthService, create_auth_service
-from gobuild.platform.auth.settings import AuthSettings
-from gobuild.platform.config import Settings
+from gobuild.platform.config import AuthSettings, Settings
 
 ADMIN_KEY = "test-admin-key"
 JWT_SECRET = "a-test-secret-that-is-long-enough-for-hs256"

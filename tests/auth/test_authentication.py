@@ -11,8 +11,7 @@ import redis.asyncio as aioredis
 from gobuild.platform.auth.authentication import AuthenticationError, LoginLocked
 from gobuild.platform.auth.permissions import Action, ProjectRole, is_allowed
 from gobuild.platform.auth.service import AuthService, create_auth_service
-from gobuild.platform.auth.settings import AuthSettings
-from gobuild.platform.config import Settings
+from gobuild.platform.config import AuthSettings, Settings
 from tests.auth.conftest import ADMIN_KEY
 
 

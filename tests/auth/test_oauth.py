@@ -16,7 +16,7 @@ import respx
 
 from gobuild.platform.auth.oauth import OAuthError, OAuthSignIn, ProviderUser, enabled_providers
 from gobuild.platform.auth.service import AuthService
-from gobuild.platform.auth.settings import AuthSettings
+from gobuild.platform.config import AuthSettings
 
 REDIRECT = "http://localhost:8080/auth/github/callback"
 GITLAB_REDIRECT = "http://localhost:8080/auth/gitlab/callback"

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gobuild.platform.auth.ratelimit import LoginGuard, RateLimiter
-from gobuild.platform.auth.settings import AuthSettings, RateLimitBucket
+from gobuild.platform.config import AuthSettings, RateLimitBucket
 
 
 async def test_exactly_limit_hits_pass_then_the_next_is_denied(redis: aioredis.Redis) -> None:

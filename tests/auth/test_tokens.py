@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 
 from gobuild.platform.auth import redis_keys
 from gobuild.platform.auth.service import AuthService
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.signing import derive_key, load_signing_secret
 from gobuild.platform.auth.tokens import (
     InvalidToken,
@@ -23,6 +22,7 @@ from gobuild.platform.auth.tokens import (
     encode_access_token,
 )
 from gobuild.platform.auth.users import UserStore
+from gobuild.platform.config import AuthSettings
 from tests.auth.conftest import JWT_SECRET
 
 

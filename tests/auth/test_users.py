@@ -11,7 +11,6 @@ from argon2 import PasswordHasher
 from gobuild.platform.auth.permissions import ProjectRole
 from gobuild.platform.auth.redis_keys import key_user
 from gobuild.platform.auth.service import AuthService
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.auth.users import (
     EmailInUse,
     InvalidUsername,
@@ -22,6 +21,7 @@ from gobuild.platform.auth.users import (
     UserExists,
     UserStore,
 )
+from gobuild.platform.config import AuthSettings
 
 
 @pytest.mark.parametrize(

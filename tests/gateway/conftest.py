@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
-from gobuild.platform.auth.settings import AuthSettings
 from gobuild.platform.bus import wait_for_topics
-from gobuild.platform.config import Settings
+from gobuild.platform.config import AuthSettings, GatewaySettings, Settings
 from gobuild.platform.gateway.app import create_app
-from gobuild.platform.gateway.settings import GatewaySettings
 from tests.gateway.support import ADMIN_PASSWORD, GITLAB_URL, JWT_SECRET, Gateway
 
 StartGateway = Callable[..., Awaitable[Gateway]]
