@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import BUILD_IMAGE, GitRepo, git
-from tests.e2e.stack import ADMIN_KEY, start_stack
+from tests.conftest import BUILD_IMAGE
+from tests.e2e.stack import ADMIN_KEY, stack_with_repository
 
 SECRET = "bench-webhook-secret-0123456789"
 LINES = 50
@@ -29,38 +28,27 @@ TOML = (
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        bare = root / "remote" / "site.git"
-        bare.parent.mkdir(parents=True)
-        git(bare.parent, "init", "-q", "--bare", "-b", "main", str(bare))
-        git(root, "clone", "-q", str(bare), str(root / "work"))
-        repo = GitRepo(bare=bare, work=root / "work")
-        stack = start_stack(root / "data", BUILD_IMAGE)
-        try:
-            stack.create_project("ticks", bare, SECRET)
-            sha = repo.commit({"gobuild.toml": TOML, "index.html": "x"}, "ticks")
-            build_id = stack.push_webhook(bare, sha, SECRET).json()["build_id"]
-            delays: list[float] = []
-            with httpx.stream(
-                "GET",
-                f"http://127.0.0.1:{stack.port}/api/builds/{build_id}/logs?follow=1",
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                timeout=120.0,
-            ) as response:
-                for line in response.iter_lines():
-                    arrived = time.time()
-                    if line.startswith("tick "):
-                        delays.append(arrived - float(line.split()[1]))
-            delays.sort()
-            ms = [d * 1000 for d in delays]
-            print(
-                f"log line latency over {len(ms)} lines (step print -> followed client): "
-                f"median {statistics.median(ms):.0f} ms, p95 {ms[int(len(ms) * 0.95) - 1]:.0f} ms, "
-                f"max {ms[-1]:.0f} ms"
-            )
-        finally:
-            stack.stop()
+    with stack_with_repository(BUILD_IMAGE) as (stack, repo):
+        stack.create_project("ticks", repo.bare, SECRET)
+        sha = repo.commit({"gobuild.toml": TOML, "index.html": "x"}, "ticks")
+        build_id = stack.push_webhook(repo.bare, sha, SECRET).json()["build_id"]
+        delays: list[float] = []
+        with httpx.stream(
+            "GET",
+            f"http://127.0.0.1:{stack.port}/api/builds/{build_id}/logs?follow=1",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=120.0,
+        ) as response:
+            for line in response.iter_lines():
+                arrived = time.time()
+                if line.startswith("tick "):
+                    delays.append(arrived - float(line.split()[1]))
+    ms = sorted(d * 1000 for d in delays)
+    print(
+        f"log line latency over {len(ms)} lines (step print -> followed client): "
+        f"median {statistics.median(ms):.0f} ms, p95 {ms[int(len(ms) * 0.95) - 1]:.0f} ms, "
+        f"max {ms[-1]:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import BUILD_IMAGE, GitRepo, git
-from tests.e2e.stack import start_stack
+from tests.conftest import BUILD_IMAGE
+from tests.e2e.stack import stack_with_repository
 
 SECRET = "bench-webhook-secret-0123456789"
 TOML = (
@@ -29,45 +28,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        bare = root / "remote" / "site.git"
-        bare.parent.mkdir(parents=True)
-        git(bare.parent, "init", "-q", "--bare", "-b", "main", str(bare))
-        git(root, "clone", "-q", str(bare), str(root / "work"))
-        repo = GitRepo(bare=bare, work=root / "work")
-        stack = start_stack(root / "data", BUILD_IMAGE)
-        try:
-            stack.create_project("bench", bare, SECRET)
-            latencies: list[float] = []
-            for run in range(args.runs + 1):  # the first run warms up (image layers, caches)
-                sha = repo.commit(
-                    {"gobuild.toml": TOML, "n.txt": f"{run} {os.urandom(4).hex()}"}, f"run {run}"
-                )
-                started = time.perf_counter()
-                response = stack.push_webhook(bare, sha, SECRET)
-                assert response.status_code == 202, response.text
-                accepted = time.perf_counter() - started
-                while stack.get_site("bench").text.strip() != sha:
-                    if time.perf_counter() - started > 120:
-                        raise SystemExit(f"run {run}: not live after 120 s\n{stack.tail()}")
-                    time.sleep(0.01)
-                elapsed = time.perf_counter() - started
-                label = "warm-up" if run == 0 else f"run {run:2d}"
-                print(
-                    f"{label}: webhook answered in {accepted * 1000:6.1f} ms,"
-                    f" live after {elapsed:6.2f} s"
-                )
-                if run:
-                    latencies.append(elapsed)
-            latencies.sort()
-            print(
-                f"webhook -> live deployment over {len(latencies)} pushes: "
-                f"median {statistics.median(latencies):.2f} s, "
-                f"min {latencies[0]:.2f} s, max {latencies[-1]:.2f} s"
+    with stack_with_repository(BUILD_IMAGE) as (stack, repo):
+        stack.create_project("bench", repo.bare, SECRET)
+        latencies: list[float] = []
+        for run in range(args.runs + 1):  # the first run warms up (image layers, caches)
+            sha = repo.commit(
+                {"gobuild.toml": TOML, "n.txt": f"{run} {os.urandom(4).hex()}"}, f"run {run}"
             )
-        finally:
-            stack.stop()
+            started = time.perf_counter()
+            response = stack.push_webhook(repo.bare, sha, SECRET)
+            assert response.status_code == 202, response.text
+            accepted = time.perf_counter() - started
+            while stack.get_site("bench").text.strip() != sha:
+                if time.perf_counter() - started > 120:
+                    raise SystemExit(f"run {run}: not live after 120 s\n{stack.tail()}")
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            label = "warm-up" if run == 0 else f"run {run:2d}"
+            print(
+                f"{label}: webhook answered in {accepted * 1000:6.1f} ms,"
+                f" live after {elapsed:6.2f} s"
+            )
+            if run:
+                latencies.append(elapsed)
+    latencies.sort()
+    print(
+        f"webhook -> live deployment over {len(latencies)} pushes: "
+        f"median {statistics.median(latencies):.2f} s, "
+        f"min {latencies[0]:.2f} s, max {latencies[-1]:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import httpx
 
 from gobuild.platform.devstack import free_port
+from tests.conftest import GitRepo, git
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
 ADMIN_KEY = "e2e-admin-key"
@@ -146,3 +150,20 @@ def start_stack(data_dir: Path, build_image: str, **env_overrides: str) -> Stack
         time.sleep(0.2)
     stack.stop()
     raise RuntimeError(f"gobuild dev did not become ready:\n{stack.tail()}")
+
+
+@contextmanager
+def stack_with_repository(build_image: str) -> Iterator[tuple[Stack, GitRepo]]:
+    """A `gobuild dev` and an empty local repository to push to, both in a temporary folder
+    (for the benchmarks)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        bare = root / "remote" / "site.git"
+        bare.parent.mkdir(parents=True)
+        git(bare.parent, "init", "-q", "--bare", "-b", "main", str(bare))
+        git(root, "clone", "-q", str(bare), str(root / "work"))
+        stack = start_stack(root / "data", build_image)
+        try:
+            yield stack, GitRepo(bare=bare, work=root / "work")
+        finally:
+            stack.stop()
