@@ -115,10 +115,6 @@ class LogStreamer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    @property
-    def next_seq(self) -> int:
-        return self._seq
-
     def _cut(self, final: bool = False) -> None:
         """Turn the current lines into the next numbered chunk."""
         chunk = LogChunk(

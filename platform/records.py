@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from datetime import datetime
 from typing import Literal
@@ -87,7 +86,3 @@ class Deployment(BaseModel):
 class ProductionAlias(BaseModel):
     deployment_id: str
     number: int
-
-
-def is_valid_project_name(name: str) -> bool:
-    return re.fullmatch(PROJECT_NAME_PATTERN, name) is not None

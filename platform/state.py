@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -19,13 +18,10 @@ from gobuild.platform.events import (
 from gobuild.platform.records import Build, Deployment, ProductionAlias, Project
 from gobuild.platform.repo_url import repo_keys
 
-log = logging.getLogger(__name__)
-
 PREFIX = "gobuild:"
 KEY_PROJECTS = PREFIX + "projects"
 KEY_PENDING_TRIGGERS = PREFIX + "triggers:pending"
 CHANNEL_CANCEL = PREFIX + "cancel"
-CHANNEL_BUILD_UPDATES = PREFIX + "build-updates"
 
 
 def key_project(project_id: str) -> str:
@@ -262,7 +258,6 @@ class BuildStore:
                     updated = updated.model_copy(update={"updated_at": utcnow()})
                     pipe.multi()
                     pipe.set(key, updated.model_dump_json())
-                    pipe.publish(CHANNEL_BUILD_UPDATES, build_id)
                     await pipe.execute()
                     return updated
                 except WatchError:
@@ -319,16 +314,6 @@ class DeploymentStore:
     async def production_alias(self, project_id: str) -> ProductionAlias | None:
         raw = await self.redis.get(key_production_alias(project_id))
         return ProductionAlias.model_validate_json(raw) if raw else None
-
-
-async def remember_delivery(
-    redis: aioredis.Redis, provider: str, delivery_id: str, build_id: str, ttl_seconds: int
-) -> str | None:
-    """Remember a webhook delivery; returns the earlier build id if it was seen before."""
-    key = key_delivery(provider, delivery_id)
-    if await redis.set(key, build_id, nx=True, ex=ttl_seconds):
-        return None
-    return await redis.get(key) or ""
 
 
 def connect_redis(url: str) -> aioredis.Redis:
