@@ -10,6 +10,8 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from gobuild.webhooks import WebhookError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,11 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.errorhandler(WebhookError)
+    async def _webhook_error(exc: WebhookError) -> Response:
+        # A delivery that is unsigned, unsupported or malformed: the webhooks package says why.
+        return error_response(exc.status, exc.message)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(exc: RequestSchemaValidationError) -> Response:

@@ -30,7 +30,6 @@ from gobuild.platform.gateway.webhook_secrets import accepted_secrets
 from gobuild.platform.records import Project
 from gobuild.platform.state import key_delivery
 from gobuild.webhooks import (
-    WebhookError,
     WebhookEvent,
     github_body_json,
     parse_github_delivery,
@@ -52,13 +51,6 @@ async def _raw_body(ctx: GatewayContext) -> bytes:
             413, "request body too large", f"limit is {ctx.settings.max_body_bytes} bytes"
         )
     return await request.get_data(cache=False, as_text=False)
-
-
-def _parse(parse, *args):  # type: ignore[no-untyped-def]
-    try:
-        return parse(*args)
-    except WebhookError as exc:
-        raise ApiError(exc.status, exc.message) from exc
 
 
 async def _projects_for(ctx: GatewayContext, event: WebhookEvent) -> list[Project]:
@@ -149,12 +141,9 @@ async def github() -> ResponseReturnValue:
     ctx = gateway()
     body = await _raw_body(ctx)
     headers = request.headers
-    payload = _parse(github_body_json, body, headers.get("Content-Type"))
-    event = _parse(
-        parse_github_delivery,
-        headers.get("X-GitHub-Event"),
-        headers.get("X-GitHub-Delivery"),
-        payload,
+    payload = github_body_json(body, headers.get("Content-Type"))
+    event = parse_github_delivery(
+        headers.get("X-GitHub-Event"), headers.get("X-GitHub-Delivery"), payload
     )
     candidates = await _projects_for(ctx, event)
     signature = headers.get("X-Hub-Signature-256")
@@ -184,7 +173,7 @@ async def gitlab() -> ResponseReturnValue:
     body = await _raw_body(ctx)
     headers = request.headers
     delivery_id = headers.get("Idempotency-Key") or headers.get("X-Gitlab-Event-UUID")
-    event = _parse(parse_gitlab_delivery, headers.get("X-Gitlab-Event"), delivery_id, body)
+    event = parse_gitlab_delivery(headers.get("X-Gitlab-Event"), delivery_id, body)
     candidates = await _projects_for(ctx, event)
     token = headers.get("X-Gitlab-Token")
     verified = [
