@@ -20,9 +20,8 @@ from typing import Any
 import httpx
 
 from gobuild.platform.devstack import free_port
-from tests.conftest import GitRepo, git
+from tests.conftest import WEBHOOK_FIXTURES, GitRepo, git
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
 ADMIN_KEY = "e2e-admin-key"
 
 
@@ -53,7 +52,7 @@ class Stack:
         self, repo: Path, sha: str, secret: str, branch: str = "main", delivery: str | None = None
     ) -> httpx.Response:
         """A real GitHub push payload, pointed at the local repository and commit."""
-        payload = json.loads((FIXTURES / "github" / "push-branch-created.json").read_text())
+        payload = json.loads((WEBHOOK_FIXTURES / "github" / "push-branch-created.json").read_text())
         payload["ref"] = f"refs/heads/{branch}"
         payload["after"] = sha
         payload["head_commit"]["id"] = sha

@@ -7,13 +7,13 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from quart.typing import TestClientProtocol
 
 from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered
+from tests.conftest import WEBHOOK_FIXTURES
 from tests.kafka_reading import read_events
 
 ADMIN_KEY = "test-admin-key"
@@ -22,11 +22,10 @@ ADMIN_PASSWORD = "initial-admin-password"
 JWT_SECRET = "gateway-test-secret-that-is-long-enough-0123456789"
 GITLAB_URL = "https://gitlab.example.com"
 PASSWORD = "a-good-password-1"
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
 
 
 def fixture_body(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
+    return json.loads((WEBHOOK_FIXTURES / name).read_text())
 
 
 def github_signature(secret: str, body: bytes) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -21,13 +19,9 @@ from gobuild.webhooks import (
     parse_github_delivery,
     verify_github_signature,
 )
+from tests.conftest import WEBHOOK_FIXTURES
 
-FIXTURES = Path(
-    os.environ.get(
-        "GOBUILD_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
-    )
-)
-GITHUB = FIXTURES / "github"
+GITHUB = WEBHOOK_FIXTURES / "github"
 
 # GitHub's documented example ("Validating webhook deliveries").
 DOC_SECRET = "It's a Secret to Everybody"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -15,13 +13,9 @@ from gobuild.webhooks import (
     parse_gitlab_delivery,
     verify_gitlab_token,
 )
+from tests.conftest import WEBHOOK_FIXTURES
 
-FIXTURES = Path(
-    os.environ.get(
-        "GOBUILD_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
-    )
-)
-GITLAB = FIXTURES / "gitlab"
+GITLAB = WEBHOOK_FIXTURES / "gitlab"
 ZEROS = "0" * 40
 
 
