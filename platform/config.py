@@ -17,12 +17,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GOBUILD_"
+# Every settings class reads `GOBUILD_*` variables, then `.env` in the working directory.
+FROM_ENVIRONMENT = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
 
 class Settings(BaseSettings):
     """All settings of a GoBuild installation; each service reads the part it needs."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = FROM_ENVIRONMENT
 
     # Where state that is not in Redis lives: artifacts, logs, deployments, workspaces.
     data_dir: Path = Path("data")
@@ -130,7 +132,7 @@ class RateLimitBucket(StrEnum):
 class AuthSettings(BaseSettings):
     """Authentication, authorization, rate limiting and sign-in providers."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = FROM_ENVIRONMENT
 
     # Access tokens (JWT, HS256). Empty secret: one is generated once and kept in Redis so
     # every gateway process signs and verifies with the same key.
@@ -206,7 +208,7 @@ class GatewaySettings(BaseSettings):
     """What only the gateway reads: backpressure, webhook secret rotation, the sign-in
     redirect, the size of JSON API bodies and the client address behind proxies."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = FROM_ENVIRONMENT
 
     # Backpressure: at most this many accepted triggers may wait for the orchestrator; beyond
     # it, webhooks and "build now" answer 503 with Retry-After and record nothing.
