@@ -235,3 +235,29 @@ def test_a_step_over_its_memory_limit_fails_saying_out_of_memory(
         build["reason"] == "out of memory (limit 512 MiB)"
     )  # GOBUILD_BUILD_MEMORY_MB of the stack
     assert build["deployment_id"] is None
+
+
+def test_cancelling_a_running_build_stops_it_and_leaves_no_container(
+    stack: Stack, git_repo: GitRepo
+) -> None:
+    toml = "build = 'echo working && sleep 60'\noutput = '.'\n"
+    sha = git_repo.commit({"gobuild.toml": toml, "index.html": "x"}, "long")
+    stack.create_project("cancelled", git_repo.bare, SECRET)
+    build_id = stack.push_webhook(git_repo.bare, sha, SECRET).json()["build_id"]
+    deadline = time.monotonic() + 30
+    while "working" not in stack.http.get(f"/api/builds/{build_id}/logs").text:
+        assert time.monotonic() < deadline, "the build never started its step"
+        time.sleep(0.1)
+
+    started = time.monotonic()
+    response = stack.http.post(f"/api/builds/{build_id}/cancel")
+    assert response.status_code == 202
+    build = stack.wait_for_build(build_id, timeout=30)
+    assert build["state"] == "cancelled", build
+    assert time.monotonic() - started < 15  # killed, not waited out
+    assert build["deployment_id"] is None
+    assert stack.http.post(f"/api/builds/{build_id}/cancel").status_code == 409
+    leftovers = docker.from_env().containers.list(
+        all=True, filters={"label": f"gobuild.build_id={build_id}"}
+    )
+    assert leftovers == []
