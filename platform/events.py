@@ -70,13 +70,16 @@ class BuildConfig(BaseModel):
     pids_limit: int = Field(ge=16)
 
 
+TriggerSource = Literal["github", "gitlab", "api", "redeploy"]
+
+
 class BuildTriggered(Event):
     """An accepted trigger: recorded in Redis by the gateway before it answered 202."""
 
     type: Literal["build.triggered"] = "build.triggered"
     build_id: str
     project_id: str
-    source: Literal["github", "gitlab", "api", "redeploy"]
+    source: TriggerSource
     repo_url: str
     ref: str
     branch: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -241,7 +241,7 @@ class BuildStore:
 
         return await self._modify(event.build_id, change)
 
-    async def _modify(self, build_id: str, change) -> Build | None:  # type: ignore[no-untyped-def]
+    async def _modify(self, build_id: str, change: Callable[[Build], Build | None]) -> Build | None:
         key = key_build(build_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             for _ in range(50):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 
-from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered
+from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered, TriggerSource
 from gobuild.platform.gateway.context import GatewayContext
 from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.records import Build, Project, new_id
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TriggerRequest:
-    source: str  # github | gitlab | api | redeploy
+    source: TriggerSource
     ref: str
     branch: str | None
     tag: str | None = None
@@ -54,7 +54,7 @@ def _build_and_event(project: Project, trigger: TriggerRequest) -> tuple[Build, 
     event = BuildTriggered(
         build_id=build.id,
         project_id=project.id,
-        source=trigger.source,  # type: ignore[arg-type]
+        source=trigger.source,
         repo_url=project.repo_url,
         ref=trigger.ref,
         branch=trigger.branch,
