@@ -8,16 +8,11 @@ Starts `gobuild dev`, runs a build whose step prints the time every 200 ms, foll
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.conftest import BUILD_IMAGE
-from tests.e2e.stack import ADMIN_KEY, stack_with_repository
+from gobuild.platform.localstack import ADMIN_KEY, BUILD_IMAGE, stack_with_repository
 
 SECRET = "bench-webhook-secret-0123456789"
 LINES = 50

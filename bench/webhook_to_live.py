@@ -9,14 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.conftest import BUILD_IMAGE
-from tests.e2e.stack import stack_with_repository
+from gobuild.platform.localstack import BUILD_IMAGE, stack_with_repository
 
 SECRET = "bench-webhook-secret-0123456789"
 TOML = (

@@ -1,33 +1,94 @@
-"""Fixtures that start the real parts: a Redis server, the embedded Kafka-protocol broker,
-the Docker engine and local git repositories. Each is fresh per test unless said otherwise."""
+"""Fixtures that start the real parts: one Redis server and one embedded Kafka-protocol broker
+per test session, the Docker engine and local git repositories.
+
+Tests share the servers, not their data: each test gets an empty Redis database of its own
+(`redis_url`), and a test reading topics with `tests.kafka_reading` sees only what was
+published since it began. The services' consumer groups may still meet records another test
+left behind; those name builds that are not in this test's Redis database and are skipped.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+import asyncio
+import inspect
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import docker
 import pytest
 import redis.asyncio as aioredis
+from redis import Redis
 
+from gobuild.platform.bus import EventProducer, wait_for_topics
 from gobuild.platform.config import Settings
 from gobuild.platform.devstack import free_port, start_broker, start_redis
-from gobuild.platform.state import connect_redis
+from gobuild.platform.localstack import BUILD_IMAGE as BUILD_IMAGE
+from gobuild.platform.localstack import GitRepo as GitRepo
+from gobuild.platform.localstack import git as git
+from gobuild.platform.stores.connection import connect_redis
+from tests.kafka_reading import mark_test_start
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-WEBHOOK_FIXTURES = Path(os.environ.get("GOBUILD_FIXTURES", SHARED / "fixtures" / "webhooks"))
-BUILD_IMAGE = os.environ.get("GOBUILD_BUILD_IMAGE", "gobuild/build-base:bookworm")
+WEBHOOK_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webhooks"
+# Storage refuses every request without it; `make_settings` gives every service this one.
+INTERNAL_TOKEN = "test-internal-token"
+# redis-server's default number of databases: tests take them in turn, each emptied first.
+REDIS_DATABASES = 16
+
+T = TypeVar("T")
+
+
+async def wait_until(
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "the condition never held",
+) -> T:
+    """Call `condition` (plain or async) until it returns something truthy and return that;
+    fail the test with `message` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if loop.time() >= deadline:
+            pytest.fail(f"{message} (waited {timeout:g} s)")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class RedisServer:
+    """The session's redis-server and the database numbers the tests take in turn."""
+
+    port: int
+    databases: Iterator[int]
+
+    def empty_database(self) -> int:
+        """The next database, emptied of whatever an earlier test left in it."""
+        number = next(self.databases)
+        with Redis(host="127.0.0.1", port=self.port, db=number) as client:
+            client.flushdb()
+        return number
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    port = free_port()
+    server = start_redis(port, tmp_path_factory.mktemp("redis"))
+    yield RedisServer(port, itertools.cycle(range(REDIS_DATABASES)))
+    server.stop()
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    server = start_redis(port, tmp_path / "redis")
-    yield f"redis://127.0.0.1:{port}/0"
-    server.stop()
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of an empty Redis database that is this test's alone."""
+    return f"redis://127.0.0.1:{redis_server.port}/{redis_server.empty_database()}"
 
 
 @pytest.fixture
@@ -37,8 +98,27 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.fixture(scope="session")
+async def kafka_broker() -> AsyncIterator[str]:
+    """The session's broker, with every topic created (default partition count) up front."""
+    port = free_port()
+    broker = start_broker(port)
+    address = f"127.0.0.1:{port}"
+    await wait_for_topics(Settings(_env_file=None, kafka_bootstrap=address))  # type: ignore[call-arg]
+    yield address
+    broker.stop()
+
+
 @pytest.fixture
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_bootstrap(kafka_broker: str) -> str:
+    """The broker's address; records published before this test began are not its own."""
+    mark_test_start()
+    return kafka_broker
+
+
+@pytest.fixture
+def fresh_kafka_bootstrap() -> Iterator[str]:
+    """A broker of this test's own, without topics: for a test of the broker as a whole."""
     port = free_port()
     broker = start_broker(port)
     yield f"127.0.0.1:{port}"
@@ -47,19 +127,21 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings isolated in this test's temporary folder; keyword arguments override."""
+    """Settings isolated in this test's temporary folder (never read from a `.env`);
+    keyword arguments override."""
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data",
             "build_image": BUILD_IMAGE,
             "admin_api_key": "test-admin-key",
+            "internal_token": INTERNAL_TOKEN,
             "gateway_port": free_port(),
             "orchestrator_port": free_port(),
             "storage_port": free_port(),
         }
         values.update(overrides)
-        settings = Settings(**values)  # type: ignore[arg-type]
+        settings = Settings(_env_file=None, **values)  # type: ignore[arg-type,call-arg]
         if "storage_url" not in overrides:
             settings.storage_url = f"http://127.0.0.1:{settings.storage_port}"
         if "orchestrator_url" not in overrides:
@@ -67,6 +149,17 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return settings
 
     return make
+
+
+@pytest.fixture
+async def producer(
+    kafka_bootstrap: str, make_settings: Callable[..., Settings]
+) -> AsyncIterator[EventProducer]:
+    """Publishes events to the session's broker as a service would."""
+    producer = EventProducer(make_settings(kafka_bootstrap=kafka_bootstrap), client_id="test")
+    await producer.start()
+    yield producer
+    await producer.stop()
 
 
 @pytest.fixture(scope="session")
@@ -79,47 +172,6 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=GIT_ENV
-    )
-    return result.stdout.strip()
-
-
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "Test Author",
-    "GIT_AUTHOR_EMAIL": "author@example.com",
-    "GIT_COMMITTER_NAME": "Test Author",
-    "GIT_COMMITTER_EMAIL": "author@example.com",
-}
-
-
-@dataclass
-class GitRepo:
-    """A bare repository (the 'remote') and a working clone to commit and push from."""
-
-    bare: Path
-    work: Path
-
-    def commit(self, files: dict[str, str], message: str = "change", branch: str = "main") -> str:
-        """Write files, commit, push to the bare repository; returns the commit SHA."""
-        for name, content in files.items():
-            path = self.work / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-        git(self.work, "checkout", "-B", branch)
-        git(self.work, "add", "-A")
-        git(self.work, "commit", "-q", "-m", message)
-        git(self.work, "push", "-q", "origin", f"{branch}:{branch}")
-        return git(self.work, "rev-parse", "HEAD")
-
-
 @pytest.fixture
 def git_repo(tmp_path: Path) -> GitRepo:
-    bare = tmp_path / "remote" / "site.git"
-    bare.parent.mkdir(parents=True)
-    git(bare.parent, "init", "-q", "--bare", "-b", "main", str(bare))
-    work = tmp_path / "work"
-    git(tmp_path, "clone", "-q", str(bare), str(work))
-    return GitRepo(bare=bare, work=work)
+    return GitRepo.create(tmp_path)

@@ -1,24 +1,29 @@
-"""Build steps in Docker: streamed output, exit codes, limits, deadline, cancel and clean-up."""
+"""Build steps in Docker: streamed output, exit codes, limits, deadline, cancel and clean-up;
+the image policy and the build network."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
 from gobuild.builder_agent.container import (
+    ICC_OPTION,
     LABEL_BUILD_ID,
+    MAX_LINE_BYTES,
     ContainerError,
     StepResult,
     StepSpec,
+    ensure_build_network,
     ensure_image,
     hand_workspace_to,
     run_step,
 )
-from tests.conftest import BUILD_IMAGE
+from tests.conftest import BUILD_IMAGE, wait_until
 
 
 class Console:
@@ -32,6 +37,9 @@ class Console:
 
     def of(self, stream: str) -> list[str]:
         return [line for s, line in self.lines if s == stream]
+
+    async def system(self, line: str) -> None:
+        self.lines.append(("system", line))
 
 
 def spec(workspace: Path, command: str, **overrides: object) -> StepSpec:
@@ -174,10 +182,7 @@ async def test_cancelling_the_task_still_removes_the_container(
     console = Console()
     step = spec(workspace, "echo running; sleep 60")
     task = asyncio.create_task(run_step(docker_client, step, on_line=console))
-    for _ in range(100):
-        if console.lines:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until(lambda: console.lines, timeout=10, message="the step never printed")
     assert console.lines == [("stdout", "running")]
 
     task.cancel()
@@ -228,3 +233,102 @@ async def test_missing_image_is_a_clear_error_and_nothing_is_pulled(
         await run_step(docker_client, step, on_line=Console())
 
     assert containers_labelled(docker_client, step) == []
+
+
+async def test_a_huge_line_is_kept_bounded_and_the_next_line_arrives_whole(
+    docker_client: docker.DockerClient, workspace: Path
+) -> None:
+    console = Console()
+    command = "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo next"
+
+    result = await run_step(docker_client, spec(workspace, command), on_line=console)
+
+    assert result.exit_code == 0
+    assert console.lines == [("stdout", "x" * MAX_LINE_BYTES), ("stdout", "next")]
+
+
+@pytest.fixture
+def tenant_image(docker_client: docker.DockerClient) -> Iterator[str]:
+    """Another tenant's image on this builder: here, the build image under another name."""
+    name = f"tenant-b/secret:{uuid.uuid4().hex[:8]}"
+    repository, tag = name.split(":")
+    docker_client.images.get(BUILD_IMAGE).tag(repository, tag)
+    yield name
+    docker_client.images.remove(name)
+
+
+async def test_an_untrusted_local_image_is_refused_when_pulling_is_off(
+    docker_client: docker.DockerClient, tenant_image: str
+) -> None:
+    with pytest.raises(ContainerError) as error:
+        await ensure_image(
+            docker_client,
+            tenant_image,
+            pull_policy="never",
+            timeout=30,
+            on_pull=Console().system,
+            trusted={BUILD_IMAGE},
+        )
+
+    assert str(error.value) == (
+        f"image {tenant_image!r} is not trusted on this builder; trusted: {BUILD_IMAGE}"
+    )
+
+
+async def test_an_untrusted_local_image_is_pulled_fresh_never_used_as_it_is(
+    docker_client: docker.DockerClient, tenant_image: str
+) -> None:
+    console = Console()
+
+    # The registry has no such image (or is out of reach): the local copy is not a fallback.
+    with pytest.raises(ContainerError, match="could not be pulled from its registry"):
+        await ensure_image(
+            docker_client,
+            tenant_image,
+            pull_policy="missing",
+            timeout=60,
+            on_pull=console.system,
+            trusted={BUILD_IMAGE},
+        )
+
+    assert console.of("system") == [
+        f"Pulling image {tenant_image} from its registry (only trusted images are used from "
+        "this builder's local copies)"
+    ]
+
+
+async def test_a_trusted_image_is_used_from_the_local_copy_however_it_is_spelled(
+    docker_client: docker.DockerClient,
+) -> None:
+    console = Console()
+
+    image = await ensure_image(
+        docker_client,
+        f"docker.io/{BUILD_IMAGE}",
+        pull_policy="never",
+        timeout=30,
+        on_pull=console.system,
+        trusted={BUILD_IMAGE},
+    )
+
+    assert image == f"docker.io/{BUILD_IMAGE}"
+    assert console.lines == []
+
+
+async def test_the_build_network_is_created_once_with_inter_container_traffic_off(
+    docker_client: docker.DockerClient,
+) -> None:
+    name = f"gobuild-test-builds-{uuid.uuid4().hex[:8]}"
+    try:
+        await ensure_build_network(docker_client, name)
+        await ensure_build_network(docker_client, name)  # a second builder start
+
+        networks = [n for n in docker_client.networks.list(names=[name]) if n.name == name]
+        assert len(networks) == 1
+        network = networks[0]
+        assert network.attrs["Driver"] == "bridge"
+        assert network.attrs["Options"][ICC_OPTION] == "false"
+        assert network.attrs["Internal"] is False  # builds reach the package registries
+    finally:
+        for network in docker_client.networks.list(names=[name]):
+            network.remove()

@@ -8,11 +8,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from gobuild.platform.config import Settings
-from gobuild.platform.state import key_builder_heartbeat
+from gobuild.platform.stores.keys import key_builder_heartbeat
+from tests.conftest import wait_until
 
 
 async def test_agent_process_beats_and_stops_on_sigterm(
@@ -20,6 +22,7 @@ async def test_agent_process_beats_and_stops_on_sigterm(
     redis_url: str,
     redis: aioredis.Redis,
     make_settings: Callable[..., Settings],
+    tmp_path: Path,
 ) -> None:
     settings = make_settings()
     env = {
@@ -34,18 +37,18 @@ async def test_agent_process_beats_and_stops_on_sigterm(
         sys.executable,
         "-m",
         "gobuild.builder_agent",
+        cwd=tmp_path,  # no stray .env there
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        raw = None
-        for _ in range(600):
-            raw = await redis.get(key_builder_heartbeat("process-builder"))
-            if raw:
-                break
-            await asyncio.sleep(0.1)
-        assert raw, "the builder never wrote its heartbeat"
+        raw = await wait_until(
+            lambda: redis.get(key_builder_heartbeat("process-builder")),
+            timeout=60,
+            interval=0.1,
+            message="the builder never wrote its heartbeat",
+        )
         beat = json.loads(raw)
         assert beat["id"] == "process-builder"
         assert beat["running"] == []
