@@ -7,6 +7,8 @@ COPY pyproject.toml README.md ./
 COPY platform platform
 COPY webhooks webhooks
 COPY builder_agent builder_agent
+COPY ui ui
+COPY retention retention
 RUN pip install --no-cache-dir .
 ENV GOBUILD_BIND_HOST=0.0.0.0 GOBUILD_DATA_DIR=/var/lib/gobuild PYTHONUNBUFFERED=1
 CMD ["python", "-m", "gobuild.platform.gateway"]

@@ -1,9 +1,10 @@
-"""A build's output: find the folder, pack it into a tar.gz, upload it to storage and deploy it.
+"""A build's output: find the folder and pack it into a tar.gz (`StorageClient`, from the
+storage contract module, uploads and deploys it).
 
 The archive holds regular files and folders under relative names. A symbolic link to a file
 inside the output is stored as a copy of that file; links to folders, links that lead outside
 the output and special files are left out (and reported), so the archive can be unpacked
-anywhere without following a link. `.git` folders are never packed.
+anywhere without following a link. `.git` and `.gobuild-cache` folders are never packed.
 """
 
 from __future__ import annotations
@@ -13,27 +14,23 @@ import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-import httpx
-from pydantic import ValidationError
-
+from gobuild.builder_agent.dependency_cache import CACHE_ROOT
 from gobuild.builder_agent.repo_config import DETECTED_OUTPUTS
-from gobuild.platform.config import Settings
-from gobuild.platform.events import ArtifactRef
+from gobuild.platform.storage_client import StorageClient
 
-UPLOAD_CHUNK_BYTES = 1024 * 1024
-CHECKSUM_HEADER = "X-Checksum-Sha256"
-TOKEN_HEADER = "X-GoBuild-Internal-Token"
-_SKIPPED_FOLDERS = frozenset({".git"})
-_REQUEST_TIMEOUT = httpx.Timeout(60.0, connect=5.0, pool=10.0)
+# StorageClient lives in the storage contract module; it is named here for older imports.
+__all__ = ["ArtifactError", "PackedOutput", "StorageClient", "find_output", "pack_output"]
+
+# The dependency cache's folder is the builder's, not the build's output.
+_SKIPPED_FOLDERS = frozenset({".git", CACHE_ROOT})
 
 
 class ArtifactError(RuntimeError):
-    """The output could not be found, packed, uploaded or deployed; safe to show in the log."""
+    """The output could not be found or packed; safe to show in the build log."""
 
 
 @dataclass(frozen=True)
@@ -145,93 +142,3 @@ async def pack_output(output_dir: Path, archive: Path) -> PackedOutput:
         return await asyncio.to_thread(_pack, output_dir, archive)
     except OSError as exc:
         raise ArtifactError(f"could not pack the output folder: {exc}") from None
-
-
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(handle.read, UPLOAD_CHUNK_BYTES):
-            yield chunk
-    finally:
-        await asyncio.to_thread(handle.close)
-
-
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict) and "error" in body:
-        detail = body.get("detail")
-        return f"{body['error']}" + (f": {detail}" if detail else "")
-    return str(body)[:200]
-
-
-class StorageClient:
-    """The storage service as the builder uses it: upload an artifact, deploy a build."""
-
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
-        self._http = http
-        self._base = settings.storage_url.rstrip("/")
-        self._token = settings.internal_token
-
-    def _headers(self) -> dict[str, str]:
-        return {TOKEN_HEADER: self._token} if self._token else {}
-
-    async def upload_artifact(
-        self, build_id: str, packed: PackedOutput, timeout: float = 600.0
-    ) -> ArtifactRef:
-        """Stream the archive to `PUT /artifacts/{build_id}`; storage checks the checksum."""
-        headers = {
-            **self._headers(),
-            CHECKSUM_HEADER: packed.sha256,
-            "Content-Type": "application/gzip",
-            "Content-Length": str(packed.size),
-        }
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._http.put(
-                    f"{self._base}/artifacts/{build_id}",
-                    content=_file_chunks(packed.path),
-                    headers=headers,
-                    timeout=_REQUEST_TIMEOUT,
-                )
-        except TimeoutError:
-            raise ArtifactError(f"uploading the artifact took longer than {timeout:.0f}s") from None
-        except httpx.HTTPError as exc:
-            raise ArtifactError(f"could not reach storage to upload the artifact: {exc}") from None
-        if response.status_code not in (200, 201):
-            raise ArtifactError(
-                f"storage refused the artifact (HTTP {response.status_code}): "
-                f"{_error_detail(response)}"
-            )
-        try:
-            ref = ArtifactRef.model_validate_json(response.content)
-        except ValidationError:
-            raise ArtifactError("storage answered the upload with an unexpected body") from None
-        if ref.sha256 != packed.sha256 or ref.size != packed.size:
-            raise ArtifactError(
-                f"storage stored {ref.size} bytes with sha256 {ref.sha256}, "
-                f"but {packed.size} bytes with sha256 {packed.sha256} were sent"
-            )
-        return ref
-
-    async def deploy(self, deployment_id: str, build_id: str, timeout: float = 300.0) -> None:
-        """Ask storage to unpack the build's artifact as deployment `deployment_id`."""
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._http.post(
-                    f"{self._base}/deployments/{deployment_id}",
-                    json={"build_id": build_id},
-                    headers=self._headers(),
-                    timeout=_REQUEST_TIMEOUT,
-                )
-        except TimeoutError:
-            raise ArtifactError(f"deploying took longer than {timeout:.0f}s") from None
-        except httpx.HTTPError as exc:
-            raise ArtifactError(f"could not reach storage to deploy: {exc}") from None
-        if response.status_code not in (200, 201):
-            raise ArtifactError(
-                f"storage refused the deployment (HTTP {response.status_code}): "
-                f"{_error_detail(response)}"
-            )

@@ -1,9 +1,17 @@
-"""Check out one commit of a repository into an empty workspace with the `git` command line.
+"""Check out one commit of a repository into an empty workspace, with `git` in a container.
 
-Git runs isolated from the host's configuration, without hooks, with only http(s) and local
-transports allowed and without a terminal to prompt on. The repository URL is passed to
-`git fetch` directly and never stored in the workspace's `.git/config`, so credentials in it
-do not reach the build container.
+Git never runs on the builder itself: it runs in a clone container of the build image, as the
+build user, without capabilities or new privileges, under the build's memory, CPU and process
+limits and on the build network (as Woodpecker's clone step does). A local repository is the
+one folder mounted into it, read-only, at /source, with no network at all. So a checkout reads
+nothing on the host that it was not given and reaches nothing a build could not.
+
+`open_remote` applies the repository-URL policy right before the repository is contacted: the
+host is resolved and every fetch is pinned to the checked addresses, so a second DNS answer
+cannot send it elsewhere, and without trust redirects are not followed. Git runs without any
+configuration but its own, without hooks, with only the transport the remote needs and without
+a terminal to prompt on. The URL, with its credentials, is passed to `git fetch` directly and
+never stored in the workspace's `.git/config`, so the build steps cannot read it.
 """
 
 from __future__ import annotations
@@ -11,29 +19,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
-from gobuild.platform.repo_url import GIT_ALLOWED_PROTOCOLS, InvalidRepoUrl, validate_repo_url
+import docker
+
+from gobuild.builder_agent.ca_trust import NO_EXTRA_TRUST, BuildCaTrust
+from gobuild.builder_agent.container import (
+    LABEL_STEP,
+    ContainerError,
+    ExecSession,
+    StepSpec,
+    exec_session,
+    hand_workspace_to,
+)
+from gobuild.platform.config import Settings
+from gobuild.platform.repo_url import (
+    REDACTED,
+    InvalidRepoUrl,
+    RepoSourcePolicy,
+    check_repo_source,
+    redact_url,
+    with_credentials,
+)
+
+__all__ = [
+    "CheckoutError",
+    "CloneContainer",
+    "GitRemote",
+    "checkout",
+    "commit_in_history",
+    "open_remote",
+    "redact_url",
+    "remote_branch_head",
+    "validate_commit_sha",
+    "validate_ref_name",
+]
 
 log = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
 # What `git check-ref-format` refuses, applied to a branch name or a full ref.
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 _MAX_ERROR_CHARS = 600
 _ALL_REFS = ("+refs/heads/*:refs/gobuild/heads/*", "+refs/tags/*:refs/gobuild/tags/*")
 
+# Where a local repository is mounted (read-only) in the clone container.
+SOURCE_MOUNT = "/source"
+# A local repository belongs to another user than the build user; git refuses to read such a
+# repository unless it is named in `safe.directory`, which only the global configuration (not
+# `-c`, which git drops for the local transport) may say.
+_SOURCE_GIT_CONFIG = "/tmp/gobuild-source.gitconfig"
+
 GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
-    "GIT_ALLOW_PROTOCOL": GIT_ALLOWED_PROTOCOLS,
     "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_ASKPASS": "/bin/false",
     "SSH_ASKPASS": "/bin/false",
     "GIT_LFS_SKIP_SMUDGE": "1",
+    "HOME": "/nonexistent",
     "LC_ALL": "C",
 }
 GIT_OPTIONS = (
@@ -50,11 +97,6 @@ GIT_OPTIONS = (
 
 class CheckoutError(RuntimeError):
     """The commit could not be checked out; the message is safe to show in the build log."""
-
-
-def redact_url(text: str) -> str:
-    """Remove `user:token@` from every URL in `text`."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 def validate_commit_sha(sha: str) -> str:
@@ -82,49 +124,209 @@ def validate_ref_name(name: str, *, what: str = "branch") -> str:
     return name
 
 
-def _summarize(stderr: bytes) -> str:
-    text = redact_url(stderr.decode("utf-8", errors="replace"))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # git's own progress lines say nothing about the failure.
-    useful = [line for line in lines if not line.startswith(("remote: Counting", "From "))]
-    summary = " / ".join(useful[-4:]) or "no output"
-    return summary[-_MAX_ERROR_CHARS:]
+# --- Where git runs, and what it may reach ----------------------------------------------------
 
 
-async def _git(
-    workspace: Path, *args: str, timeout: float, check: bool = True
-) -> tuple[int, bytes, bytes]:
-    """Run one git command in `workspace`; kill it when `timeout` seconds have passed."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", **GIT_ENV}
-    process = await asyncio.create_subprocess_exec(
-        "git",
-        *GIT_OPTIONS,
-        *args,
-        cwd=workspace,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+@dataclass(frozen=True)
+class CloneContainer:
+    """Where git runs: containers of the build image, as the build user, with limits."""
+
+    client: docker.DockerClient
+    image: str
+    user: str = "1000:1000"
+    network: str = "bridge"
+    memory_mb: int = 1024
+    cpus: float = 1.0
+    pids_limit: int = 256
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # The certificate authorities git trusts besides the image's (GOBUILD_BUILD_CA_BUNDLE).
+    ca_trust: BuildCaTrust = NO_EXTRA_TRUST
+
+    @classmethod
+    def for_settings(
+        cls,
+        client: docker.DockerClient,
+        settings: Settings,
+        labels: Mapping[str, str],
+        ca_trust: BuildCaTrust = NO_EXTRA_TRUST,
+    ) -> CloneContainer:
+        """The build image, user, network, limits and CA trust every build container has."""
+        return cls(
+            client=client,
+            image=settings.build_image,
+            user=settings.build_user,
+            network=settings.build_network,
+            memory_mb=settings.build_memory_mb,
+            cpus=settings.build_cpus,
+            pids_limit=settings.build_pids_limit,
+            labels=labels,
+            ca_trust=ca_trust,
+        )
+
+
+@dataclass(frozen=True)
+class GitRemote:
+    """A repository the policy allowed, as git in a clone container reaches it."""
+
+    # For messages: credentials are `***`.
+    shown: str
+    container: CloneContainer
+    # What git fetches from: the URL with its credentials, or SOURCE_MOUNT.
+    fetch_url: str = field(repr=False)
+    # A local repository, mounted read-only at SOURCE_MOUNT.
+    local_path: Path | None = None
+    # `host:port:address,...`: the addresses the policy checked, the only ones git may use.
+    pinned: str | None = None
+    follow_redirects: bool = False
+    # Texts never to show (the credentials, in the forms git might print them).
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def redact(self, text: str) -> str:
+        text = redact_url(text)
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def summarize(self, stderr: bytes) -> str:
+        """The last lines git wrote, as one line that is safe to show."""
+        text = self.redact(stderr.decode("utf-8", errors="replace"))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        # git's own progress lines say nothing about the failure.
+        useful = [line for line in lines if not line.startswith(("remote: Counting", "From "))]
+        summary = " / ".join(useful[-4:]) or "no output"
+        return summary[-_MAX_ERROR_CHARS:]
+
+
+def _secret_forms(userinfo: str | None) -> tuple[str, ...]:
+    if not userinfo:
+        return ()
+    parts = {userinfo, unquote(userinfo), *userinfo.split(":", 1)}
+    parts |= {unquote(part) for part in userinfo.split(":", 1)}
+    # Longest first, so no part of a secret is left showing after a shorter one was replaced.
+    return tuple(sorted((p for p in parts if len(p) >= 4), key=len, reverse=True))
+
+
+def _local_repository(path: str) -> Path:
+    folder = Path(path).resolve()
+    if not folder.is_dir():
+        raise CheckoutError(f"the local repository {path!r} is not a folder on this builder")
+    return folder
+
+
+async def open_remote(
+    repo_url: str,
+    *,
+    policy: RepoSourcePolicy,
+    container: CloneContainer,
+    credentials: str | None = None,
+) -> GitRemote:
+    """The repository at `repo_url`, checked against `policy` now (its host resolved, the
+    addresses pinned), with `credentials` (`user:token`) put into the URL git fetches.
+
+    Raises CheckoutError, with a message safe to show, when the policy refuses it.
+    """
+    shown = redact_url(repo_url)
     try:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await process.communicate()
-    except BaseException:
-        # Timeout or cancellation: never leave a git process behind.
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise
-    code = process.returncode or 0
-    if check and code != 0:
-        raise CheckoutError(f"git {args[0]} failed: {_summarize(stderr)}")
-    return code, stdout, stderr
-
-
-async def _has_commit(workspace: Path, sha: str, timeout: float) -> bool:
-    code, _, _ = await _git(
-        workspace, "cat-file", "-e", f"{sha}^{{commit}}", timeout=timeout, check=False
+        source = await check_repo_source(repo_url, policy, must_resolve=True)
+    except InvalidRepoUrl as exc:
+        raise CheckoutError(f"refusing to clone {shown[:200]!r}: {exc}") from None
+    if source.local_path is not None:
+        folder = await asyncio.to_thread(_local_repository, source.local_path)
+        return GitRemote(
+            shown=shown, container=container, fetch_url=SOURCE_MOUNT, local_path=folder
+        )
+    return GitRemote(
+        shown=shown,
+        container=container,
+        fetch_url=with_credentials(source.url, credentials) if credentials else source.url,
+        pinned=source.curl_resolve(),
+        follow_redirects=policy.allows_internal_hosts,
+        secrets=_secret_forms(credentials),
     )
+
+
+class GitSession:
+    """git commands, one after another, in one clone container with `folder` at /workspace."""
+
+    def __init__(self, remote: GitRemote, session: ExecSession, deadline: float) -> None:
+        self.remote = remote
+        self.session = session
+        self.deadline = deadline
+        local = remote.local_path is not None
+        self.env = {
+            **remote.container.ca_trust.env,
+            **GIT_ENV,
+            "GIT_ALLOW_PROTOCOL": "file" if local else "http:https",
+            "GIT_CONFIG_GLOBAL": _SOURCE_GIT_CONFIG if local else "/dev/null",
+        }
+        options: list[str] = []
+        if remote.pinned:
+            options += ["-c", f"http.curloptResolve={remote.pinned}"]
+        if not remote.follow_redirects:
+            options += ["-c", "http.followRedirects=false"]
+        self.options = tuple(options)
+
+    @property
+    def url(self) -> str:
+        return self.remote.fetch_url
+
+    async def __call__(self, *args: str, check: bool = True) -> tuple[int, bytes, bytes]:
+        """Run `git <args>`; CheckoutError if it fails and `check`, TimeoutError past the
+        session's deadline."""
+        left = self.deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise TimeoutError
+        result = await self.session.run(
+            ["git", *GIT_OPTIONS, *self.options, *args], env=self.env, timeout=left
+        )
+        if check and result.exit_code != 0:
+            raise CheckoutError(f"git {args[0]} failed: {self.remote.summarize(result.stderr)}")
+        return result.exit_code, result.stdout, result.stderr
+
+
+@contextlib.asynccontextmanager
+async def git_session(
+    remote: GitRemote, folder: Path, *, purpose: str, timeout: float, hand_over: bool = True
+) -> AsyncIterator[GitSession]:
+    """A clone container for `remote` with `folder` (handed to the build user first, unless
+    `hand_over` is False) as its workspace; ContainerError becomes CheckoutError."""
+    container = remote.container
+    local = remote.local_path is not None
+    spec = StepSpec(
+        image=container.image,
+        command="",
+        workspace=folder,
+        env={},
+        memory_mb=container.memory_mb,
+        cpus=container.cpus,
+        pids_limit=container.pids_limit,
+        user=container.user,
+        network="none" if local else container.network,
+        labels={**container.labels, LABEL_STEP: purpose},
+        name_hint=purpose,
+        read_only_mounts={
+            **container.ca_trust.mounts,
+            **({str(remote.local_path): SOURCE_MOUNT} if local else {}),
+        },
+    )
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        if hand_over:
+            await hand_workspace_to(folder, container.user)
+        async with exec_session(container.client, spec) as session:
+            git = GitSession(remote, session, deadline)
+            if local:
+                await git("config", "--global", "safe.directory", SOURCE_MOUNT)
+            yield git
+    except ContainerError as exc:
+        raise CheckoutError(f"the clone container failed: {exc}") from None
+
+
+# --- Checking out -----------------------------------------------------------------------------
+
+
+async def _has_commit(git: GitSession, sha: str) -> bool:
+    code, _, _ = await git("cat-file", "-e", f"{sha}^{{commit}}", check=False)
     return code == 0
 
 
@@ -146,7 +348,7 @@ def _fetch_target(ref: str | None, branch: str | None) -> str | None:
 
 
 async def checkout(
-    repo_url: str,
+    remote: GitRemote,
     workspace: Path,
     *,
     commit_sha: str | None,
@@ -159,10 +361,6 @@ async def checkout(
     The workspace is created and must be empty. Raises CheckoutError with a message that is
     safe to show (credentials removed); raises TimeoutError when `timeout` passes.
     """
-    try:
-        url = validate_repo_url(repo_url)
-    except InvalidRepoUrl as exc:
-        raise CheckoutError(f"refusing to clone {redact_url(repo_url)[:200]!r}: {exc}") from None
     sha = validate_commit_sha(commit_sha) if commit_sha else None
     target = _fetch_target(ref, branch)
     if sha is None and target is None:
@@ -170,39 +368,112 @@ async def checkout(
 
     if not await asyncio.to_thread(_prepare_empty_folder, workspace):
         raise CheckoutError(f"workspace {workspace} is not empty")
-    async with asyncio.timeout(timeout):
+    async with (
+        asyncio.timeout(timeout),
+        git_session(remote, workspace, purpose="checkout", timeout=timeout) as git,
+    ):
         # `--template=` : no sample hooks or other template files in the workspace.
-        await _git(workspace, "init", "-q", "--template=", ".", timeout=timeout)
+        await git("init", "-q", "--template=", ".")
         fetched = False
         if sha is not None:
             # Protocol v2 servers hand out any commit by SHA: one shallow fetch of exactly it.
-            code, _, stderr = await _git(
-                workspace,
-                "fetch",
-                "-q",
-                "--no-tags",
-                "--depth=1",
-                url,
-                sha,
-                timeout=timeout,
-                check=False,
+            code, _, stderr = await git(
+                "fetch", "-q", "--no-tags", "--depth=1", git.url, sha, check=False
             )
             fetched = code == 0
             if not fetched:
-                log.info("fetch by SHA refused (%s); fetching the branch", _summarize(stderr))
+                log.info("fetch by SHA refused (%s); fetching the branch", remote.summarize(stderr))
         if not fetched:
             if target is None:
                 raise CheckoutError(f"cannot fetch commit {sha} and no branch or ref to fetch")
-            await _git(workspace, "fetch", "-q", "--no-tags", url, target, timeout=timeout)
+            await git("fetch", "-q", "--no-tags", git.url, target)
         wanted = sha or "FETCH_HEAD"
-        if sha is not None and not await _has_commit(workspace, sha, timeout):
+        if sha is not None and not await _has_commit(git, sha):
             # Not on the branch (any more): look in every branch and tag.
-            await _git(workspace, "fetch", "-q", "--no-tags", url, *_ALL_REFS, timeout=timeout)
-            if not await _has_commit(workspace, sha, timeout):
+            await git("fetch", "-q", "--no-tags", git.url, *_ALL_REFS)
+            if not await _has_commit(git, sha):
                 raise CheckoutError(f"commit {sha} is not in the repository")
-        await _git(workspace, "checkout", "-q", "--detach", f"{wanted}^{{commit}}", timeout=timeout)
-        _, stdout, _ = await _git(workspace, "rev-parse", "HEAD", timeout=timeout)
+        await git("checkout", "-q", "--detach", f"{wanted}^{{commit}}")
+        _, stdout, _ = await git("rev-parse", "HEAD")
     resolved = stdout.decode().strip()
     if sha is not None and resolved != sha:
         raise CheckoutError(f"checked out {resolved} instead of {sha}")
     return resolved
+
+
+# --- Asking the repository about its history --------------------------------------------------
+
+# Commits of history `commit_in_history` fetches first, and at most (it doubles in between).
+_HISTORY_FIRST_DEPTH = 8
+HISTORY_DEPTH_LIMIT = 1024
+
+
+async def remote_branch_head(
+    remote: GitRemote, branch: str, workspace: Path, *, timeout: float
+) -> str | None:
+    """The commit `refs/heads/<branch>` points at on the remote now; None if there is no such
+    branch. Runs `git ls-remote` in `workspace`, a repository `checkout` made."""
+    ref = f"refs/heads/{validate_ref_name(branch)}"
+    async with (
+        asyncio.timeout(timeout),
+        git_session(
+            remote, workspace, purpose="ls-remote", timeout=timeout, hand_over=False
+        ) as git,
+    ):
+        _, stdout, _ = await git("ls-remote", git.url, ref)
+    for line in stdout.decode("utf-8", errors="replace").splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:  # ls-remote also matches refs that merely end with the pattern
+            return validate_commit_sha(sha)
+    return None
+
+
+async def _is_ancestor(git: GitSession, ancestor: str, descendant: str) -> bool:
+    """Whether `ancestor` is in the history of `descendant` that the session's folder holds."""
+    code, _, stderr = await git("merge-base", "--is-ancestor", ancestor, descendant, check=False)
+    if code not in (0, 1):
+        raise CheckoutError(f"git merge-base failed: {git.remote.summarize(stderr)}")
+    return code == 0
+
+
+async def commit_in_history(
+    remote: GitRemote,
+    commit: str,
+    tip: str,
+    folder: Path,
+    *,
+    timeout: float,
+    max_depth: int = HISTORY_DEPTH_LIMIT,
+) -> bool | None:
+    """Whether `commit` is `tip` or one of its ancestors; None when `max_depth` commits of
+    history did not settle it.
+
+    Fetches both commits shallowly into the empty `folder` (created; the caller removes it)
+    and deepens their history step by step, so only as much is transferred as the answer needs.
+    """
+    commit, tip = validate_commit_sha(commit), validate_commit_sha(tip)
+    if commit == tip:
+        return True
+    if not await asyncio.to_thread(_prepare_empty_folder, folder):
+        raise CheckoutError(f"folder {folder} is not empty")
+    fetch = ("fetch", "-q", "--no-tags")
+    async with (
+        asyncio.timeout(timeout),
+        git_session(remote, folder, purpose="history", timeout=timeout) as git,
+    ):
+        await git("init", "-q", "--template=", ".")
+        depth = min(_HISTORY_FIRST_DEPTH, max_depth)
+        await git(*fetch, f"--depth={depth}", git.url, commit, tip)
+        while True:
+            if await _is_ancestor(git, commit, tip):
+                return True
+            if await _is_ancestor(git, tip, commit):
+                return False  # `commit` is the newer one, and history has no cycles
+            _, shallow, _ = await git("rev-parse", "--is-shallow-repository")
+            if shallow.strip() != b"true":
+                return False  # all of both histories is here
+            if depth >= max_depth:
+                return None
+            step = min(depth, max_depth - depth)
+            await git(*fetch, f"--deepen={step}", git.url, commit, tip)
+            depth += step

@@ -16,14 +16,23 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.utils import parse_repository_tag
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +43,20 @@ WORKDIR = "/workspace"
 LABEL_BUILD_ID = "gobuild.build_id"
 LABEL_BUILDER_ID = "gobuild.builder_id"
 LABEL_STEP = "gobuild.step"
-# A line longer than this is cut into pieces so one line cannot exhaust memory or a log chunk.
-MAX_LINE_BYTES = 16 * 1024
+# A line is kept up to this many bytes and the rest of it, up to its newline, is dropped, so one
+# line cannot exhaust memory; the build log cuts lines shorter still and marks the cut.
+MAX_LINE_BYTES = 64 * 1024
 # How many output pieces may wait for the log writer before the container's output is held back.
 _QUEUE_SIZE = 1024
 # After a kill, how long the remaining output may take to arrive.
 _DRAIN_SECONDS = 10.0
 _DOCKER_CALL_SECONDS = 60.0
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+# Docker's own networks (and `container:<id>`) are used as they are, never created.
+DOCKER_NETWORKS = frozenset({"bridge", "host", "none", "default"})
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+# Where a build takes its image from: the engine's copy, or a fresh pull from the registry.
+ImageSource = Literal["local", "registry"]
 
 
 class ContainerError(RuntimeError):
@@ -63,6 +78,10 @@ class StepSpec:
     network: str = "bridge"
     labels: Mapping[str, str] = field(default_factory=dict)
     name_hint: str = "step"
+    # Host folders mounted read-only: host path -> path in the container.
+    read_only_mounts: Mapping[str, str] = field(default_factory=dict)
+    # Where the command runs: the workspace or a folder of it (a monorepo's `root_dir`).
+    workdir: str = WORKDIR
 
 
 @dataclass(frozen=True)
@@ -107,34 +126,44 @@ async def hand_workspace_to(workspace: Path, user: str) -> None:
 
 
 class LineSplitter:
-    """Turns arbitrary byte pieces of one stream into complete, decoded lines."""
+    """Turns arbitrary byte pieces of one stream into complete, decoded lines. Of a line that
+    spans pieces, at most `MAX_LINE_BYTES` are kept; the rest of it is dropped."""
 
     def __init__(self) -> None:
         self._pending = bytearray()
 
     def feed(self, data: bytes) -> list[str]:
-        self._pending += data
-        lines: list[str] = []
-        while True:
-            end = self._pending.find(b"\n")
-            if end < 0:
-                break
-            lines.extend(self._cut(bytes(self._pending[:end])))
-            del self._pending[: end + 1]
-        if len(self._pending) > MAX_LINE_BYTES:
-            lines.extend(self._cut(bytes(self._pending)))
-            self._pending.clear()
+        first = data.find(b"\n")
+        if first < 0:
+            self._keep(data)
+            return []
+        last = data.rfind(b"\n")
+        self._keep(data[:first])
+        lines = [self._decode(bytes(self._pending))]
+        self._pending.clear()
+        if last > first:
+            # One decode for all the lines between: a newline is never part of a UTF-8
+            # sequence, so this is what decoding them one by one would give.
+            text = data[first + 1 : last].decode("utf-8", errors="replace")
+            between = text.split("\n")
+            if "\r" in text:
+                between = [line.removesuffix("\r") for line in between]
+            lines.extend(between)
+        self._keep(data[last + 1 :])
         return lines
 
     def flush(self) -> list[str]:
         rest, self._pending = bytes(self._pending), bytearray()
-        return self._cut(rest) if rest else []
+        return [self._decode(rest)] if rest else []
+
+    def _keep(self, piece: bytes) -> None:
+        room = MAX_LINE_BYTES - len(self._pending)
+        if room > 0 and piece:
+            self._pending += piece[:room]
 
     @staticmethod
-    def _cut(raw: bytes) -> list[str]:
-        raw = raw.removesuffix(b"\r")
-        pieces = [raw[i : i + MAX_LINE_BYTES] for i in range(0, len(raw), MAX_LINE_BYTES)] or [b""]
-        return [piece.decode("utf-8", errors="replace") for piece in pieces]
+    def _decode(raw: bytes) -> str:
+        return raw.removesuffix(b"\r").decode("utf-8", errors="replace")
 
 
 def _container_name(spec: StepSpec) -> str:
@@ -147,8 +176,14 @@ def _create(client: docker.DockerClient, spec: StepSpec, name: str) -> Container
         spec.image,
         ["sh", "-c", spec.command],
         name=name,
-        working_dir=WORKDIR,
-        volumes={str(spec.workspace): {"bind": WORKDIR, "mode": "rw"}},
+        working_dir=spec.workdir,
+        volumes={
+            str(spec.workspace): {"bind": WORKDIR, "mode": "rw"},
+            **{
+                path: {"bind": inside, "mode": "ro"}
+                for path, inside in spec.read_only_mounts.items()
+            },
+        },
         user=spec.user,
         environment=dict(spec.env),
         mem_limit=f"{spec.memory_mb}m",
@@ -163,7 +198,10 @@ def _create(client: docker.DockerClient, spec: StepSpec, name: str) -> Container
         init=True,
         stdin_open=False,
         tty=False,
-        log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "1"}},
+        # The build log is what `run_step` streams from the attached output. A log driver
+        # would keep a second copy, and json-file's per-line work costs the engine far more
+        # than the build itself when a build floods its output.
+        log_config={"type": "none", "config": {}},
     )
 
 
@@ -248,6 +286,61 @@ def _image_present(client: docker.DockerClient, image: str) -> bool:
     return True
 
 
+def normalize_image(image: str) -> str:
+    """The full reference of an image name (`node:20` -> `docker.io/library/node:20`), so one
+    image spelled two ways compares equal."""
+    name, digest_sep, digest = image.strip().partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = ""
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        registry = "docker.io" if first in ("index.docker.io", "registry-1.docker.io") else first
+        path = rest
+    else:
+        registry, path = "docker.io", name
+    if registry == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    if digest_sep:
+        return f"{registry}/{path}{':' + tag if tag else ''}@{digest}"
+    return f"{registry}/{path}:{tag or 'latest'}"
+
+
+def image_source(image: str, *, pull_policy: str, trusted: Collection[str] | None) -> ImageSource:
+    """The image policy: where a build may take `image` from.
+
+    A trusted image is used from the engine's copy ("local"; pulled if missing and the pull
+    policy allows). Any other image is pulled fresh ("registry") and never taken from a local
+    copy, which may be another project's; with the pull policy "never" it is refused.
+    `trusted` None: GoBuild chose the image itself, not a repository.
+    """
+    if trusted is None:
+        return "local"
+    if normalize_image(image) in {normalize_image(name) for name in trusted}:
+        return "local"
+    if pull_policy == "never":
+        raise ContainerError(
+            f"image {image!r} is not trusted on this builder; trusted: "
+            f"{', '.join(sorted(trusted)) or 'none'}"
+        )
+    return "registry"
+
+
+def _pull_image(client: docker.DockerClient, image: str) -> str:
+    """Pull `image` from its registry; the id of the image pulled."""
+    repository, tag = parse_repository_tag(image)
+    tag = tag or "latest"
+    # The engine reports some failures inside the progress stream, with a 200 answer.
+    for event in client.api.pull(repository, tag=tag, stream=True, decode=True):
+        error = event.get("error") or (event.get("errorDetail") or {}).get("message")
+        if error:
+            raise docker.errors.APIError(str(error))
+    separator = "@" if tag.startswith("sha256:") else ":"
+    return str(client.images.get(f"{repository}{separator}{tag}").id)
+
+
 async def ensure_image(
     client: docker.DockerClient,
     image: str,
@@ -255,22 +348,90 @@ async def ensure_image(
     pull_policy: str,
     timeout: float,
     on_pull: Callable[[str], Awaitable[None]],
-) -> None:
-    """Make sure the engine has `image`, pulling it if the policy allows; else ContainerError."""
-    if await _call(_image_present, client, image):
-        return
-    if pull_policy == "never":
-        raise ContainerError(f"image {image!r} is not available on this builder (pulling is off)")
-    await on_pull(f"Pulling image {image}")
+    trusted: Collection[str] | None = None,
+) -> str:
+    """Make `image` available under the image policy (`image_source`); the reference to run.
+
+    A trusted image runs by its name (pulled first if missing and the policy allows). An
+    untrusted one is pulled fresh and runs by the id of the image pulled, so a local image of
+    the same name is never used. Raises ContainerError with a message for the build log.
+    """
+    source = image_source(image, pull_policy=pull_policy, trusted=trusted)
+    if source == "local":
+        if await _call(_image_present, client, image):
+            return image
+        if pull_policy == "never":
+            raise ContainerError(
+                f"image {image!r} is not available on this builder (pulling is off)"
+            )
+        await on_pull(f"Pulling image {image}")
+        failure = f"image {image!r} is not available on this builder and could not be pulled"
+    else:
+        await on_pull(
+            f"Pulling image {image} from its registry (only trusted images are used "
+            "from this builder's local copies)"
+        )
+        failure = f"image {image!r} could not be pulled from its registry"
     try:
-        await _call(client.images.pull, image, seconds=timeout)
+        pulled = await _call(_pull_image, client, image, seconds=timeout)
     except TimeoutError:
         raise ContainerError(f"pulling image {image!r} took longer than {timeout:.0f} s") from None
     except docker.errors.APIError as exc:
+        raise ContainerError(f"{failure}: {exc.explanation or exc}") from None
+    return image if source == "local" else pulled
+
+
+def _ensure_network(client: docker.DockerClient, name: str) -> bool:
+    """Create the network if missing; whether its containers are kept from each other."""
+    found = [n for n in client.networks.list(names=[name]) if n.name == name]
+    if not found:
+        try:
+            client.networks.create(
+                name,
+                driver="bridge",
+                options={ICC_OPTION: "false"},
+                internal=False,  # builds need the package registries
+                check_duplicate=True,
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # another builder just created it
+                raise
+        found = [n for n in client.networks.list(names=[name]) if n.name == name]
+        # Builders starting at once may each create one: all keep the same one, the others go.
+        found.sort(key=lambda network: str(network.id))
+        for duplicate in found[1:]:
+            with contextlib.suppress(docker.errors.APIError):
+                duplicate.remove()
+    if not found:
+        raise ContainerError(f"the build network {name!r} could not be created")
+    return (found[0].attrs.get("Options") or {}).get(ICC_OPTION) == "false"
+
+
+async def ensure_build_network(client: docker.DockerClient, name: str) -> None:
+    """Make sure build containers have their network `name`: created, if missing, as a bridge
+    (builds reach the internet) on which containers cannot reach each other. Docker's own
+    networks are used as they are."""
+    if name in DOCKER_NETWORKS or name.startswith("container:"):
+        if name in ("bridge", "default", "host"):
+            log.warning(
+                "build containers use Docker's %r network, where they can reach each other; "
+                "set GOBUILD_BUILD_NETWORK to a network of their own",
+                name,
+            )
+        return
+    try:
+        isolated = await _call(_ensure_network, client, name)
+    except docker.errors.APIError as exc:
         raise ContainerError(
-            f"image {image!r} is not available on this builder and could not be pulled: "
-            f"{exc.explanation or exc}"
+            f"could not create the build network {name!r}: {exc.explanation or exc}"
         ) from None
+    if not isolated:
+        log.warning(
+            "build network %r lets containers reach each other (%s is not false); "
+            "builds on it are not isolated from each other",
+            name,
+            ICC_OPTION,
+        )
 
 
 async def run_step(
@@ -280,11 +441,13 @@ async def run_step(
     on_line: LineCallback,
     deadline: float | None = None,
     cancel: asyncio.Event | None = None,
+    on_started: Callable[[Container], None] | None = None,
 ) -> StepResult:
     """Run `spec.command` with `sh -c`; `deadline` is in `loop.time()` terms.
 
     Output lines reach `on_line` in the order the container wrote them. The container is
     killed at the deadline or when `cancel` is set, and always removed before returning.
+    `on_started` is told the container once it runs (to sample its resource use).
     """
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -315,6 +478,8 @@ async def run_step(
             await _call(container.start)
         except docker.errors.APIError as exc:
             raise ContainerError(f"could not start the container: {exc.explanation}") from None
+        if on_started is not None:
+            on_started(container)
 
         forward = asyncio.ensure_future(_forward_lines(queue, on_line))
         waiters: set[asyncio.Future[Any]] = {forward}
@@ -377,3 +542,83 @@ async def remove_build_containers(
         return len(found)
 
     return int(await _call(sweep))
+
+
+# --- Several commands in one container --------------------------------------------------------
+
+# What an exec session's container runs while commands are exec'd in it.
+_IDLE_COMMAND = "exec sleep infinity"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _exec(
+    client: docker.DockerClient,
+    container_id: str,
+    argv: Sequence[str],
+    user: str,
+    env: Mapping[str, str],
+) -> ExecResult:
+    created = client.api.exec_create(
+        container_id,
+        list(argv),
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+        user=user,
+        environment=dict(env),
+        workdir=WORKDIR,
+    )
+    stdout, stderr = client.api.exec_start(created["Id"], demux=True)
+    code = client.api.exec_inspect(created["Id"]).get("ExitCode")
+    return ExecResult(-1 if code is None else int(code), stdout or b"", stderr or b"")
+
+
+class ExecSession:
+    """Commands run one after another (`docker exec`) in one running container: each as the
+    spec's user in its workspace, under the container's limits, privileges and network."""
+
+    def __init__(self, client: docker.DockerClient, container: Container, spec: StepSpec) -> None:
+        self.client = client
+        self.container = container
+        self.spec = spec
+
+    async def run(
+        self, argv: Sequence[str], *, env: Mapping[str, str], timeout: float
+    ) -> ExecResult:
+        """Run `argv` (no shell); TimeoutError after `timeout` seconds (the session's
+        container, removed when the session ends, takes the command with it)."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(_exec, self.client, self.container.id, argv, self.spec.user, env),
+                timeout,
+            )
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"could not run {argv[0]!r}: {exc.explanation or exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def exec_session(client: docker.DockerClient, spec: StepSpec) -> AsyncIterator[ExecSession]:
+    """A container made from `spec` (its command aside) that idles until the block ends, for
+    commands to be exec'd in; removed on every way out, as `run_step`'s are."""
+    name = _container_name(spec)
+    container: Container | None = None
+    try:
+        try:
+            container = await _call(_create, client, replace(spec, command=_IDLE_COMMAND), name)
+            assert container is not None
+            await _call(container.start)
+        except docker.errors.ImageNotFound:
+            raise ContainerError(f"image {spec.image!r} is not available on this builder") from None
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"could not start the container: {exc.explanation}") from None
+        yield ExecSession(client, container, spec)
+    finally:
+        removal = asyncio.ensure_future(asyncio.to_thread(_remove, client, container, name))
+        await asyncio.shield(removal)

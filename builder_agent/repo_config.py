@@ -1,10 +1,11 @@
-"""The build plan: `gobuild.toml` or detection at the repository root, merged with the project's
-resolved `BuildConfig` from the build request.
+"""The build plan: `gobuild.toml` or detection in the folder that is built (the repository root,
+or the project's `root_dir`), merged with the project's resolved `BuildConfig` from the build
+request.
 
-Precedence, lowest first: what detection finds (package.json, index.html), the request's
-`BuildConfig` (project settings), then `gobuild.toml`. The repository's `timeout` may only lower
-the project's time limit. The repository is untrusted input: every key is type-checked and an
-error names the key at fault.
+Precedence, lowest first: what detection finds (package.json and its lockfile,
+requirements.txt, index.html), the request's `BuildConfig` (project settings), then
+`gobuild.toml`. The repository's `timeout` may only lower the project's time limit. The
+repository is untrusted input: every key is type-checked and an error names the key at fault.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from gobuild.builder_agent.container import WORKDIR
+from gobuild.builder_agent.dependency_cache import CACHE_ROOT
+from gobuild.platform.build_settings import (
+    InvalidBuildSetting,
+    check_image_reference,
+    check_relative_folder,
+)
 from gobuild.platform.events import BuildConfig
 
 CONFIG_FILE = "gobuild.toml"
@@ -25,8 +33,28 @@ MAX_CONFIG_BYTES = 256 * 1024
 DETECTED_OUTPUTS = ("dist", "build")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_STRING_KEYS = ("image", "install", "build", "output")
-_KNOWN_KEYS = frozenset({*_STRING_KEYS, "env", "timeout"})
+_STRING_KEYS = ("image", "install", "build", "test", "output", "dockerfile")
+# Yarn and pnpm run through corepack (which fetches the package manager the project names, or
+# a known-good version); an image without corepack (Debian's node) gets it from the registry.
+COREPACK = (
+    'command -v corepack >/dev/null || corepack() { npx --yes corepack@0.33.0 "$@"; }; corepack'
+)
+# Corepack must not write `packageManager` into package.json, nor ask before downloading;
+# without `packageManager` it takes its own known-good version, not whatever is newest.
+COREPACK_ENV = {
+    "COREPACK_ENABLE_AUTO_PIN": "0",
+    "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
+    "COREPACK_DEFAULT_TO_LATEST": "0",
+}
+# A Python project's dependencies go into this virtualenv in the folder that is built, so the
+# build step (another container) finds them; its bin folder comes first on PATH.
+PYTHON_VENV = ".venv"
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_KNOWN_KEYS = frozenset({*_STRING_KEYS, "env", "timeout", "cache"})
+# At most this many folders in `cache = [...]` (the incremental build cache).
+MAX_CACHE_FOLDERS = 16
+# Folders of the workspace GoBuild itself uses; `cache` may not name them.
+_RESERVED_FOLDERS = frozenset({".git", CACHE_ROOT})
 
 
 class RepoConfigError(ValueError):
@@ -43,9 +71,17 @@ class RepoConfig:
     image: str | None = None
     install: str | None = None
     build: str | None = None
+    # Runs after the build; when it fails the build fails and nothing is deployed.
+    test: str | None = None
     output: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     timeout: int | None = None
+    # What detection found, for the log (`npm (package-lock.json)`); None for gobuild.toml.
+    detected: str | None = None
+    # Folders kept from one successful build to the next (`.next/cache`), and the Dockerfile
+    # of the build environment (built once per content, the layer cache).
+    cache: tuple[str, ...] = ()
+    dockerfile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,13 +90,34 @@ class BuildPlan:
 
     image: str
     steps: tuple[tuple[str, str], ...]
-    # None: look for `dist`, then `build`, after the steps ran.
+    # None: look for `dist`, then `build`, after the steps ran (in `root_dir`).
     output: str | None
     env: dict[str, str]
     timeout_seconds: int
     memory_mb: int
     cpus: float
     pids_limit: int
+    # The folder of the repository that is built ('.': the root): the steps run there.
+    root_dir: str = "."
+    # The project's secret variables, still encrypted: name -> ciphertext (decrypted right
+    # before a step; those gobuild.toml's `env` overrides are left out).
+    secret_env: dict[str, str] = field(default_factory=dict)
+    # What detection found, for the log.
+    detected: str | None = None
+    # `gobuild.toml`'s `cache` folders and `dockerfile` (relative to `root_dir`); with a
+    # Dockerfile, the steps run in the image built from it instead of `image`.
+    cache_folders: tuple[str, ...] = ()
+    dockerfile: str | None = None
+
+    @property
+    def workdir(self) -> str:
+        """Where the steps run in the container."""
+        return container_folder(self.root_dir)
+
+
+def container_folder(root_dir: str) -> str:
+    """Where the folder `root_dir` of the repository is in a step's container."""
+    return WORKDIR if root_dir == "." else f"{WORKDIR}/{root_dir}"
 
 
 def _read_small_file(path: Path) -> bytes:
@@ -75,16 +132,31 @@ def _read_small_file(path: Path) -> bytes:
 
 def validate_output_path(value: str, key: str = "output") -> str:
     """A relative folder inside the repository, normalized (`./dist/` -> `dist`)."""
-    if not value.strip():
-        raise RepoConfigError(f"'{key}' must not be empty (use '.' for the repository root)")
-    if "\x00" in value or "\\" in value:
-        raise RepoConfigError(f"'{key}' contains a NUL byte or a backslash")
-    path = PurePosixPath(value)
-    if path.is_absolute():
-        raise RepoConfigError(f"'{key}' must be a relative path, not {value!r}")
-    if ".." in path.parts:
-        raise RepoConfigError(f"'{key}' must not contain '..'")
-    return str(path)
+    try:
+        return check_relative_folder(value, key)
+    except InvalidBuildSetting as exc:
+        raise RepoConfigError(str(exc)) from None
+
+
+def validate_image_reference(value: str) -> str:
+    """An image name such as `node:20-bookworm` or `ghcr.io/org/image@sha256:...`."""
+    try:
+        return check_image_reference(value)
+    except InvalidBuildSetting as exc:
+        raise RepoConfigError(f"{CONFIG_FILE}: {exc}") from None
+
+
+def source_folder(workspace: Path, root_dir: str | None) -> Path:
+    """The folder of the checked-out repository that is built: `root_dir` (the project's
+    monorepo subfolder), which must be a folder inside it even after links are followed."""
+    relative = "." if root_dir is None else validate_output_path(root_dir, "root_dir")
+    top = workspace.resolve()
+    folder = (top / relative).resolve()
+    if not folder.is_relative_to(top):
+        raise RepoConfigError(f"root_dir '{relative}' leads outside the repository")
+    if not folder.is_dir():
+        raise RepoConfigError(f"root_dir '{relative}' is not a folder of the repository")
+    return folder
 
 
 def parse_repo_config(data: dict[str, Any]) -> RepoConfig:
@@ -105,13 +177,16 @@ def parse_repo_config(data: dict[str, Any]) -> RepoConfig:
         if "\x00" in value:
             raise RepoConfigError(f"{CONFIG_FILE}: '{key}' contains a NUL byte")
         values[key] = value
-    if "image" in values and not values["image"].strip():
-        raise RepoConfigError(f"{CONFIG_FILE}: 'image' must not be empty")
-    if "output" in values:
-        try:
-            values["output"] = validate_output_path(values["output"])
-        except RepoConfigError as exc:
-            raise RepoConfigError(f"{CONFIG_FILE}: {exc}") from None
+    if "image" in values:
+        values["image"] = validate_image_reference(values["image"])
+    for key in ("output", "dockerfile"):
+        if key in values:
+            try:
+                values[key] = validate_output_path(values[key], key)
+            except RepoConfigError as exc:
+                raise RepoConfigError(f"{CONFIG_FILE}: {exc}") from None
+    if "cache" in data:
+        values["cache"] = _parse_cache_folders(data["cache"])
     if "env" in data:
         env = data["env"]
         if not isinstance(env, dict):
@@ -135,8 +210,30 @@ def parse_repo_config(data: dict[str, Any]) -> RepoConfig:
     return RepoConfig(**values)
 
 
+def _parse_cache_folders(value: object) -> tuple[str, ...]:
+    """`cache = [".next/cache", "node_modules/.vite"]`: folders inside the folder built."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RepoConfigError(f"{CONFIG_FILE}: 'cache' must be a list of folders (strings)")
+    if len(value) > MAX_CACHE_FOLDERS:
+        raise RepoConfigError(f"{CONFIG_FILE}: 'cache' may name at most {MAX_CACHE_FOLDERS}")
+    folders: list[str] = []
+    for item in value:
+        try:
+            folder = validate_output_path(item, "cache")
+        except RepoConfigError as exc:
+            raise RepoConfigError(f"{CONFIG_FILE}: {exc}") from None
+        if folder == "." or folder.split("/")[0] in _RESERVED_FOLDERS:
+            raise RepoConfigError(
+                f"{CONFIG_FILE}: 'cache' may not name {item!r} (a folder inside the project, "
+                "not its root, .git or .gobuild-cache)"
+            )
+        if folder not in folders:
+            folders.append(folder)
+    return tuple(folders)
+
+
 def read_config_file(root: Path) -> RepoConfig | None:
-    """Parse `gobuild.toml` at the repository root; None if there is none."""
+    """Parse `gobuild.toml` in the folder that is built; None if there is none."""
     path = root / CONFIG_FILE
     if not path.exists() and not path.is_symlink():
         return None
@@ -150,22 +247,55 @@ def read_config_file(root: Path) -> RepoConfig | None:
     return parse_repo_config(data)
 
 
-def detect_config(root: Path) -> RepoConfig | None:
-    """What the repository's files imply: an npm project or a static site; None if neither."""
+def _detect_node(root: Path, package_json: Path) -> RepoConfig:
+    """npm, yarn or pnpm, by the lockfile there is (npm without one)."""
+    try:
+        package = json.loads(_read_small_file(package_json))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RepoConfigError(f"package.json is not valid JSON: {exc}") from None
+    if not isinstance(package, dict):
+        raise RepoConfigError("package.json must contain a JSON object")
+    scripts = package.get("scripts")
+    has_build = isinstance(scripts, dict) and isinstance(scripts.get("build"), str)
+    if (root / "package-lock.json").is_file():
+        install, run, detected, env = "npm ci", "npm run", "npm (package-lock.json)", {}
+    elif (root / "pnpm-lock.yaml").is_file():
+        install = f"{COREPACK} pnpm install --frozen-lockfile"
+        run, detected, env = f"{COREPACK} pnpm run", "pnpm (pnpm-lock.yaml)", COREPACK_ENV
+    elif (root / "yarn.lock").is_file():
+        install = f"{COREPACK} yarn install --frozen-lockfile"
+        run, detected, env = f"{COREPACK} yarn run", "yarn (yarn.lock)", COREPACK_ENV
+    else:
+        install, run, detected, env = "npm install", "npm run", "npm (no lockfile)", {}
+    return RepoConfig(
+        install=install,
+        build=f"{run} build" if has_build else None,
+        env=dict(env),
+        detected=detected,
+    )
+
+
+def _detect_python(workdir: str) -> RepoConfig:
+    """requirements.txt: installed into a virtualenv the build command then runs with."""
+    venv = f"{workdir}/{PYTHON_VENV}"
+    return RepoConfig(
+        install=f"python3 -m venv {PYTHON_VENV} && {PYTHON_VENV}/bin/pip install -r "
+        "requirements.txt",
+        env={"VIRTUAL_ENV": venv, "PATH": f"{venv}/bin:{_DEFAULT_PATH}"},
+        detected="Python (requirements.txt)",
+    )
+
+
+def detect_config(root: Path, workdir: str = WORKDIR) -> RepoConfig | None:
+    """What the files in `root` (at `workdir` in the container) imply: a Node project (npm,
+    yarn, pnpm), a Python project or a static site; None if none of them."""
     package_json = root / "package.json"
     if package_json.exists() or package_json.is_symlink():
-        try:
-            package = json.loads(_read_small_file(package_json))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RepoConfigError(f"package.json is not valid JSON: {exc}") from None
-        if not isinstance(package, dict):
-            raise RepoConfigError("package.json must contain a JSON object")
-        scripts = package.get("scripts")
-        has_build = isinstance(scripts, dict) and isinstance(scripts.get("build"), str)
-        install = "npm ci" if (root / "package-lock.json").is_file() else "npm install"
-        return RepoConfig(install=install, build="npm run build" if has_build else None)
+        return _detect_node(root, package_json)
+    if (root / "requirements.txt").is_file():
+        return _detect_python(workdir)
     if (root / "index.html").is_file():
-        return RepoConfig(output=".")
+        return RepoConfig(output=".", detected="static site (index.html)")
     return None
 
 
@@ -179,7 +309,11 @@ def _pick(*values: str | None) -> str | None:
 
 
 def merge_plan(
-    requested: BuildConfig, detected: RepoConfig | None, repo: RepoConfig | None
+    requested: BuildConfig,
+    detected: RepoConfig | None,
+    repo: RepoConfig | None,
+    *,
+    root_dir: str = ".",
 ) -> BuildPlan:
     """Combine detection < request < `gobuild.toml` into one plan."""
     detected = detected or RepoConfig()
@@ -191,7 +325,7 @@ def merge_plan(
     build = _pick(detected.build, requested.build, repo.build)
     steps = tuple(
         (name, command)
-        for name, command in (("install", install), ("build", build))
+        for name, command in (("install", install), ("build", build), ("test", repo.test))
         if command and command.strip()
     )
     timeout = requested.timeout_seconds
@@ -206,16 +340,29 @@ def merge_plan(
         memory_mb=requested.memory_mb,
         cpus=requested.cpus,
         pids_limit=requested.pids_limit,
+        root_dir=root_dir,
+        secret_env={
+            name: value for name, value in requested.secret_env.items() if name not in repo.env
+        },
+        detected=detected.detected,
+        cache_folders=repo.cache,
+        dockerfile=repo.dockerfile,
     )
 
 
 def resolve_plan(root: Path, requested: BuildConfig) -> BuildPlan:
-    """The effective plan for the checked-out repository at `root` (blocking file reads)."""
-    repo = read_config_file(root)
-    detected = detect_config(root)
+    """The effective plan for the checked-out repository at `root` (blocking file reads), built
+    in its `root_dir` when the project names one."""
+    folder = source_folder(root, requested.root_dir)
+    root_dir = folder.relative_to(root.resolve()).as_posix()
+    repo = read_config_file(folder)
+    detected = detect_config(folder, container_folder(root_dir))
     said_by_project = any(
         value is not None for value in (requested.install, requested.build, requested.output)
     )
     if repo is None and detected is None and not said_by_project:
-        raise RepoConfigError("no gobuild.toml, package.json or index.html at the repository root")
-    return merge_plan(requested, detected, repo)
+        where = "the repository root" if root_dir == "." else f"root_dir '{root_dir}'"
+        raise RepoConfigError(
+            f"no gobuild.toml, package.json, requirements.txt or index.html in {where}"
+        )
+    return merge_plan(requested, detected, repo, root_dir=root_dir)

@@ -53,3 +53,16 @@ def check_transition(current: BuildState, target: BuildState) -> None:
     """Raise IllegalTransition unless `current -> target` is allowed."""
     if not can_transition(current, target):
         raise IllegalTransition(current, target)
+
+
+def check_result_transition(current: BuildState, target: BuildState) -> None:
+    """`check_transition` for what a builder reports: its `running` may never have been applied
+    (lost with a broker's data, or still on its way on another topic), so a `dispatched` build
+    takes any result a running one takes."""
+    if (
+        current == BuildState.DISPATCHED
+        and target != BuildState.RUNNING
+        and can_transition(BuildState.RUNNING, target)
+    ):
+        return
+    check_transition(current, target)

@@ -4,6 +4,10 @@ logs and skips malformed messages instead of dying.
 Only the plain Kafka protocol is used (no idempotent producer, no transactions), so the same
 code runs on the embedded Tansu broker and on Apache Kafka. Consumers are idempotent by
 event id or build id instead.
+
+A broker may come back without its data (the embedded broker keeps topics in memory): the
+producer re-creates a missing topic and sends again, and the consumer loops check their topics
+and rebuild their consumer (topics re-created, group joined again) without a process restart.
 """
 
 from __future__ import annotations
@@ -18,15 +22,59 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gobuild.platform.config import Settings
-from gobuild.platform.events import ALL_TOPICS, Event, MalformedEvent, encode_event, parse_event
+from gobuild.platform.events import (
+    ALL_TOPICS,
+    TOPIC_BUILD_LOGS,
+    Event,
+    MalformedEvent,
+    encode_event,
+    parse_event,
+)
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Event], Awaitable[None]]
 
+# How often a consumer loop checks that its topics still exist on the broker.
+TOPIC_CHECK_SECONDS = 5.0
+# A producer checks a topic it publishes to still exists at most this often.
+TOPIC_RECHECK_SECONDS = 1.0
+# Bounds on one admin or metadata round trip while repairing topics.
+TOPIC_REPAIR_TIMEOUT_SECONDS = 10.0
+# Starting a consumer includes joining its group (seconds on the embedded broker).
+CONSUMER_START_TIMEOUT_SECONDS = 60.0
+RECONNECT_MIN_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 10.0
+# A consumer notices topics that appear (re-created) on its next metadata refresh.
+CONSUMER_METADATA_MAX_AGE_MS = 10_000
+
+
+class TopicsMissing(KafkaError):
+    """Topics a consumer reads were gone from the broker (it lost its data); they have been
+    re-created, and the consumer has to be rebuilt."""
+
+
+def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
+    """The configuration a topic is created with: `build-logs` gets a retention, so a build
+    that floods its log cannot fill the broker for good (storage keeps the logs)."""
+    if topic != TOPIC_BUILD_LOGS:
+        return {}
+    return {
+        "retention.ms": str(settings.kafka_log_retention_hours * 3600 * 1000),
+        "retention.bytes": str(settings.kafka_log_retention_bytes),
+    }
+
+
+def _new_topic(settings: Settings, name: str, *, configured: bool = True) -> NewTopic:
+    configs = topic_configs(settings, name) if configured else {}
+    return NewTopic(
+        name, settings.kafka_partitions, settings.kafka_replication, topic_configs=configs
+    )
+
 
 async def ensure_topics(settings: Settings, topics: Sequence[str] = ALL_TOPICS) -> None:
-    """Create the topics that do not exist yet, with the configured partition count."""
+    """Create the topics that do not exist yet, with the configured partition count and
+    their `topic_configs` (existing topics keep theirs)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
     )
@@ -35,11 +83,23 @@ async def ensure_topics(settings: Settings, topics: Sequence[str] = ALL_TOPICS) 
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            new = [
-                NewTopic(t, settings.kafka_partitions, settings.kafka_replication) for t in missing
-            ]
+            response = None
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
+                response = await admin.create_topics([_new_topic(settings, t) for t in missing])
+            # A broker that refuses a topic's configuration still gets the topic, without it:
+            # the logs must flow; the retention is a safeguard.
+            for name, code, *message in response.topic_errors if response is not None else []:
+                if code in (0, TopicAlreadyExistsError.errno) or not topic_configs(settings, name):
+                    continue
+                log.warning(
+                    "the broker refused topic %s with config %s (error %s %s); creating it without",
+                    name,
+                    topic_configs(settings, name),
+                    code,
+                    message[0] if message else "",
+                )
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([_new_topic(settings, name, configured=False)])
             log.info("created topics %s", ", ".join(missing))
     finally:
         await admin.close()
@@ -66,6 +126,9 @@ class EventProducer:
     """Publishes events and waits until the broker acknowledged them on all replicas."""
 
     def __init__(self, settings: Settings, client_id: str) -> None:
+        self._settings = settings
+        # topic -> loop time it was last found on the broker (or re-created)
+        self._checked_at: dict[str, float] = {}
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=client_id,
@@ -81,16 +144,63 @@ class EventProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def ping(self, timeout: float = 3.0) -> bool:
-        """True if the broker answers a metadata request."""
-        try:
-            return bool(
-                await asyncio.wait_for(self._producer.client.force_metadata_update(), timeout)
-            )
-        except (KafkaError, TimeoutError, OSError):
-            return False
+    async def missing_topics(
+        self, topics: Sequence[str] = ALL_TOPICS, timeout: float = 3.0
+    ) -> list[str]:
+        """Those of `topics` the broker does not have, or has without a leader for every
+        partition, by fresh metadata. Raises KafkaError or TimeoutError when it does not answer.
+        """
+        cluster = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+        missing = []
+        for topic in topics:
+            partitions = cluster.partitions_for_topic(topic)
+            if not partitions or cluster.available_partitions_for_topic(topic) != partitions:
+                missing.append(topic)
+        return missing
 
     async def publish(self, topic: str, event: Event, timeout: float = 10.0) -> None:
+        """Send and wait for `acks=all`. A broker that lost the topic gets it again (the
+        failure is raised when it cannot be re-created) and the event is sent once more."""
+        try:
+            await self._check_topic(topic, timeout)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            # Not answering now; sending waits (up to `timeout`) for a broker that comes back.
+            log.debug("could not check topic %s: %r", topic, exc)
+        try:
+            await self._send(topic, event, timeout)
+        except (KafkaError, TimeoutError) as exc:
+            try:
+                await self._restore_topic(topic)
+            except (KafkaError, TimeoutError, OSError):
+                raise exc from None
+            log.info("publishing to %s failed (%r); sending once more", topic, exc)
+            await self._send(topic, event, timeout)
+
+    async def _check_topic(self, topic: str, timeout: float) -> None:
+        """Re-create the topic if the broker lost it (checked at most every
+        TOPIC_RECHECK_SECONDS). Needed because the embedded broker acknowledges records sent
+        to a topic it does not have, and drops them."""
+        now = asyncio.get_running_loop().time()
+        if now - self._checked_at.get(topic, float("-inf")) < TOPIC_RECHECK_SECONDS:
+            return
+        self._checked_at[topic] = now
+        try:
+            missing = await self.missing_topics([topic], timeout=timeout)
+        except (KafkaError, TimeoutError):
+            self._checked_at.pop(topic, None)  # checked again on the next publish
+            raise
+        if missing:
+            log.warning("topic %s is gone from the broker; creating it again", topic)
+            await self._restore_topic(topic)
+
+    async def _restore_topic(self, topic: str) -> None:
+        await asyncio.wait_for(ensure_topics(self._settings, [topic]), TOPIC_REPAIR_TIMEOUT_SECONDS)
+        # Partitions of the re-created topic, not the lost one's.
+        await asyncio.wait_for(
+            self._producer.client.force_metadata_update(), TOPIC_REPAIR_TIMEOUT_SECONDS
+        )
+
+    async def _send(self, topic: str, event: Event, timeout: float) -> None:
         await asyncio.wait_for(
             self._producer.send_and_wait(topic, encode_event(event), key=event.key()), timeout
         )
@@ -117,7 +227,20 @@ def make_consumer(
         max_poll_interval_ms=max_poll_interval_ms,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
+        metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
     )
+
+
+async def restore_topics(
+    settings: Settings, consumer: AIOKafkaConsumer, topics: Sequence[str]
+) -> None:
+    """Raise TopicsMissing, after re-creating them, when any of `topics` is gone from the
+    broker; KafkaError or TimeoutError when the broker does not answer."""
+    existing = await asyncio.wait_for(consumer.topics(), TOPIC_REPAIR_TIMEOUT_SECONDS)
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        await asyncio.wait_for(ensure_topics(settings, missing), TOPIC_REPAIR_TIMEOUT_SECONDS)
+        raise TopicsMissing(f"topics {', '.join(missing)} were missing and are re-created")
 
 
 def decode_record(record: ConsumerRecord) -> Event | None:
@@ -135,15 +258,65 @@ def decode_record(record: ConsumerRecord) -> Event | None:
         return None
 
 
-async def consume_forever(consumer: AIOKafkaConsumer, handle: EventHandler) -> None:
-    """Hand each valid event to `handle`; a failing handler is logged, the loop goes on."""
-    async for record in consumer:
-        event = decode_record(record)
-        if event is None:
-            continue
+async def consume_forever(
+    settings: Settings,
+    topics: Sequence[str],
+    handle: EventHandler,
+    *,
+    group_id: str | None,
+    client_id: str,
+    joined: asyncio.Event | None = None,
+    from_beginning: bool = True,
+) -> None:
+    """Hand each valid event on `topics` to `handle` until cancelled; a failing handler is
+    logged and the loop goes on. Survives a lost broker: on a broker error, or when its topics
+    are gone, the consumer is rebuilt (topics re-created, group joined again) with backoff.
+    `joined` is set once the first consumer has started. A group without committed offsets
+    starts at the oldest record, or with `from_beginning=False` at the newest."""
+    delay = RECONNECT_MIN_SECONDS
+    while True:
+        consumer = make_consumer(
+            settings, topics, group_id, client_id=client_id, from_beginning=from_beginning
+        )
         try:
-            await handle(event)
+            await asyncio.wait_for(ensure_topics(settings, topics), TOPIC_REPAIR_TIMEOUT_SECONDS)
+            await asyncio.wait_for(consumer.start(), CONSUMER_START_TIMEOUT_SECONDS)
+            if joined is not None:
+                joined.set()
+            delay = RECONNECT_MIN_SECONDS
+            await _consume(settings, consumer, topics, handle)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("%s: broker problem (%r); reconnecting in %.1fs", client_id, exc, delay)
         except Exception:
-            log.exception(
-                "handler failed for %s event %s on %s", event.type, event.event_id, record.topic
-            )
+            log.exception("%s: consumer failed; rebuilding it in %.1fs", client_id, delay)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), TOPIC_REPAIR_TIMEOUT_SECONDS)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+
+async def _consume(
+    settings: Settings, consumer: AIOKafkaConsumer, topics: Sequence[str], handle: EventHandler
+) -> None:
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + TOPIC_CHECK_SECONDS
+    while True:
+        batches = await consumer.getmany(timeout_ms=1_000)
+        for records in batches.values():
+            for record in records:
+                event = decode_record(record)
+                if event is None:
+                    continue
+                try:
+                    await handle(event)
+                except Exception:
+                    log.exception(
+                        "handler failed for %s event %s on %s",
+                        event.type,
+                        event.event_id,
+                        record.topic,
+                    )
+        if loop.time() >= next_check:
+            await restore_topics(settings, consumer, topics)
+            next_check = loop.time() + TOPIC_CHECK_SECONDS

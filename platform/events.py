@@ -63,7 +63,14 @@ class BuildConfig(BaseModel):
     install: str | None = None
     build: str | None = None
     output: str | None = None
+    # The monorepo subfolder that is built (gobuild.toml is read there, output is relative to
+    # it); None: the repository root.
+    root_dir: str | None = None
+    # The project's plain variables for this build's target (production or preview).
     env: dict[str, str] = Field(default_factory=dict)
+    # Its secret variables, encrypted (platform.repo_credentials, BUILD_SECRETS_PURPOSE): only
+    # a builder decrypts them, right before a step, so they never cross the broker readable.
+    secret_env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: int = Field(ge=1)
     memory_mb: int = Field(ge=16)
     cpus: float = Field(gt=0)
@@ -98,15 +105,19 @@ class BuildRequested(Event):
     project_id: str
     project_name: str
     number: int
+    # A push (`github`, `gitlab`) is built only while its commit is still its branch's head.
+    source: TriggerSource
+    # As shown (credentials are `***`); the builder puts the decrypted credentials back.
     repo_url: str
     ref: str
     branch: str | None
     commit_sha: str | None
     production: bool
     config: BuildConfig
-    cache_key: str
-    priority: int = 0
-    attempt: int = 1
+    # The project's repository credentials, encrypted (platform.repo_credentials).
+    repo_credentials: str | None = None
+    # The project was registered by an instance admin (platform.repo_url's policy).
+    trusted_source: bool = False
 
 
 class BuildStatusChanged(Event):
@@ -145,6 +156,27 @@ class ArtifactRef(BaseModel):
     size: int
 
 
+# The caches a build uses: the package manager's downloads (keyed by the lockfile), folders
+# `gobuild.toml` names (`cache = [...]`, by branch) and the image built from its `dockerfile`.
+CacheKind = Literal["dependencies", "incremental", "layer"]
+# `partial`: not this key, but an older cache of the same kind was restored (a changed lockfile).
+CacheResult = Literal["hit", "partial", "miss"]
+
+
+class CacheUse(BaseModel):
+    """What one cache did for one build: found or not, its key and size, and how long
+    restoring and saving it took."""
+
+    kind: CacheKind
+    key: str
+    result: CacheResult
+    # What was restored (hit, partial) or else saved, in bytes (an image: its size).
+    size_bytes: int = Field(default=0, ge=0)
+    restore_seconds: float = Field(default=0.0, ge=0)
+    # None: not saved (the key was there already, another build saved it, the build failed).
+    save_seconds: float | None = Field(default=None, ge=0)
+
+
 class BuildCompleted(Event):
     """The final result of a build."""
 
@@ -158,25 +190,71 @@ class BuildCompleted(Event):
     deployment_id: str | None = None
     deployment_url: str | None = None
     error: str | None = None
+    # The builder that ran it; None when the orchestrator ended the build before any did.
+    builder_id: str | None = None
+    # The highest resource samples of the build's step containers (None: no step ran).
+    peak_cpu_percent: float | None = None
+    peak_memory_bytes: int | None = None
+    # How the build used each of its caches (empty: none, or ended before any was looked at).
+    caches: list[CacheUse] = Field(default_factory=list)
+
+
+class BuildResourceSample(Event):
+    """CPU and memory of the container of the step a build is running, about once a second.
+
+    `cpu_percent` is of one CPU (200 = two CPUs busy); `memory_limit_bytes` is the step's
+    memory limit, beyond which the step is killed (out of memory).
+    """
+
+    type: Literal["build.resources"] = "build.resources"
+    build_id: str
+    project_id: str
+    step: str
+    cpu_percent: float = Field(ge=0)
+    memory_bytes: int = Field(ge=0)
+    memory_limit_bytes: int | None = None
+
+
+class BuildErrorsFound(Event):
+    """Error lines the notification service found in a build's log (`log_patterns`), published
+    on `build-status` as they are found so the dashboard can list them beside the failure
+    alerts that quote them. Only the first lines of a build are kept and published (a bounded
+    excerpt); `step` is the step that was running when they were printed."""
+
+    type: Literal["build.errors"] = "build.errors"
+    build_id: str
+    project_id: str
+    attempt: int = 1
+    step: str | None = None
+    lines: list[str]
+
+
+# `promoted`: the production alias now serves this deployment (automatically, or by hand);
+# `rolled_back`: by hand, to a deployment older than the one it served. A promotion or
+# rollback by hand pins the alias (`pinned`): new production builds no longer take it until
+# it is `unpinned`, which also points it at the newest production deployment again.
+DeploymentState = Literal["created", "ready", "promoted", "rolled_back", "pinned", "unpinned"]
 
 
 class DeploymentStatusChanged(Event):
-    """A deployment was created, became ready, was promoted to production, or failed."""
+    """A deployment was created, became ready, took (or was rolled back to) the production
+    alias, or the alias was pinned to it or un-pinned."""
 
     type: Literal["deployment.status"] = "deployment.status"
     deployment_id: str
     build_id: str
     project_id: str
-    state: Literal["created", "ready", "promoted", "rolled_back", "failed"]
+    state: DeploymentState
     url: str | None = None
     alias_url: str | None = None
-    reason: str | None = None
 
 
 AnyEvent = Annotated[
     BuildTriggered
     | BuildRequested
     | BuildStatusChanged
+    | BuildResourceSample
+    | BuildErrorsFound
     | LogChunk
     | BuildCompleted
     | DeploymentStatusChanged,

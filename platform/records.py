@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from gobuild.platform.build_state import BuildState
-from gobuild.platform.events import ArtifactRef, utcnow
+from gobuild.platform.events import ArtifactRef, CacheUse, TriggerSource, utcnow
+from gobuild.platform.repo_url import redact_url
 
 # A project name is a DNS label: it becomes <name>.<deploy-domain>.
 PROJECT_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$"
@@ -32,16 +33,61 @@ def new_deployment_id(project_name: str) -> str:
 class Project(BaseModel):
     id: str
     name: str = Field(pattern=PROJECT_NAME_PATTERN)
+    # As shown: credentials the URL was registered with are `***` here (see repo_credentials).
     repo_url: str
     provider: Provider
     production_branch: str = "main"
     build_tags: bool = False
     webhook_secret: str
     created_at: datetime = Field(default_factory=utcnow)
+    # The `user:token` of the registered URL, encrypted (platform.repo_credentials); only
+    # builders decrypt it, right before they fetch.
+    repo_credentials: str | None = None
+    # Registered by an instance admin: the repository may be a local path (when
+    # GOBUILD_ALLOW_LOCAL_REPOS is on) or on an internal network (platform.repo_url).
+    trusted_source: bool = False
+    # The token commit statuses are sent to GitHub / GitLab with, encrypted
+    # (platform.repo_credentials); write-only in the API, read by the notification service.
+    forge_token: str | None = None
+    # The forge's API base URL for this project (GitHub Enterprise, a self-hosted GitLab);
+    # None: GOBUILD_GITHUB_API_URL or GOBUILD_GITLAB_URL.
+    forge_url: str | None = None
+    # Build settings (`PATCH /api/projects/{id}`); gobuild.toml overrides each, None: detected.
+    install_command: str | None = None
+    build_command: str | None = None
+    output_dir: str | None = None
+    image: str | None = None
+    # The monorepo subfolder that is built; None: the repository root.
+    root_dir: str | None = None
 
     def public(self) -> dict[str, object]:
-        """The project as the API shows it; the webhook secret is only shown on creation."""
-        return self.model_dump(mode="json", exclude={"webhook_secret"})
+        """The project as the API shows it; the webhook secret is only shown on creation and
+        repository credentials and the forge token never are."""
+        shown = self.model_dump(
+            mode="json",
+            exclude={"webhook_secret", "repo_credentials", "trusted_source", "forge_token"},
+        )
+        shown["repo_url"] = redact_url(self.repo_url)
+        shown["forge_token_set"] = self.forge_token is not None
+        return shown
+
+
+BuildTarget = Literal["production", "preview"]
+BUILD_TARGETS: tuple[BuildTarget, ...] = ("production", "preview")
+
+
+class BuildVariable(BaseModel):
+    """An environment variable of a project's builds, for production builds, preview builds
+    (every other branch) or both."""
+
+    name: str
+    # A secret's value is encrypted (platform.repo_credentials, BUILD_SECRETS_PURPOSE).
+    value: str
+    secret: bool = False
+    targets: list[BuildTarget]
+    # Who set it last (None: the admin API key), and when.
+    updated_by: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class Build(BaseModel):
@@ -49,7 +95,7 @@ class Build(BaseModel):
     project_id: str
     number: int | None = None
     state: BuildState = BuildState.QUEUED
-    source: str
+    source: TriggerSource
     repo_url: str
     ref: str
     branch: str | None = None
@@ -70,6 +116,11 @@ class Build(BaseModel):
     artifact: ArtifactRef | None = None
     deployment_id: str | None = None
     deployment_url: str | None = None
+    # The highest CPU (percent of one CPU) and memory use of its step containers.
+    peak_cpu_percent: float | None = None
+    peak_memory_bytes: int | None = None
+    # For each cache: hit, partial or miss, its key and size, restore and save time.
+    caches: list[CacheUse] = Field(default_factory=list)
 
 
 class Deployment(BaseModel):
@@ -86,3 +137,7 @@ class Deployment(BaseModel):
 class ProductionAlias(BaseModel):
     deployment_id: str
     number: int
+    # None in aliases set before it was recorded: the deployment record has it too.
+    commit_sha: str | None = None
+    # Promoted by hand: new production deployments do not take the alias until it is un-pinned.
+    pinned: bool = False

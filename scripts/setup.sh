@@ -20,6 +20,8 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v git >/dev/null || missing+=(git)
+# The dashboard's browser tests drive Debian's Chromium (never `playwright install`).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
@@ -49,7 +51,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# 4. The build image: Debian bookworm with bash, git, python3, nodejs and npm.
+# 4. The build image: Debian bookworm with bash, git, python3 (with venv), nodejs and npm.
 # No image registry is reachable here, so it is made from debootstrap and `docker import`.
 if ! docker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
   log "building $BUILD_IMAGE with debootstrap (a few minutes, once)"
@@ -62,7 +64,13 @@ if ! docker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
   as_root chroot "$rootfs" apt-get update -qq
   as_root chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends \
-    bash git python3 nodejs npm ca-certificates >/dev/null
+    bash git python3 python3-venv nodejs npm ca-certificates >/dev/null
+  # The host's extra CAs (a TLS-inspecting proxy's, say) are trusted in builds as on the host,
+  # even without GOBUILD_BUILD_CA_BUNDLE.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    as_root cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+    as_root chroot "$rootfs" update-ca-certificates >/dev/null
+  fi
   as_root chroot "$rootfs" apt-get clean
   as_root rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
   as_root tar -C "$rootfs" -c . | docker import \

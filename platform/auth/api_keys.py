@@ -16,11 +16,11 @@ from datetime import datetime
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.auth.permissions import Scope, parse_scopes
 from gobuild.platform.auth.users import UnknownUser, UserError, UserStore
 from gobuild.platform.events import utcnow
 from gobuild.platform.records import new_id
+from gobuild.platform.stores import keys
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from authlib.common.errors import AuthlibBaseError
 from authlib.common.security import generate_token
 from authlib.deprecate import AuthlibDeprecationWarning
 
-from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.auth.users import (
     EmailInUse,
     UserError,
@@ -31,6 +30,7 @@ from gobuild.platform.auth.users import (
     normalize_email,
 )
 from gobuild.platform.config import AuthSettings
+from gobuild.platform.stores import keys
 
 # Authlib prefers the `httpx2` package and warns when it falls back to `httpx`, which is the
 # HTTP client this project uses (and respx mocks in tests).

@@ -34,10 +34,22 @@ class Action(StrEnum):
     DEPLOYMENT_REDEPLOY = "deployment.redeploy"
     DEPLOYMENT_PROMOTE = "deployment.promote"
     SHARE_CREATE = "share.create"
+    # Outgoing webhooks of the project and its delivery log.
+    HOOKS_MANAGE = "hooks.manage"
+    # Removing the project's dependency, incremental and layer caches.
+    CACHES_CLEAR = "caches.clear"
+    # The project's build variables: reading them (names, plain values, who set a secret) and
+    # setting or deleting them. A secret's value is never shown to anyone.
+    ENV_READ = "env.read"
+    ENV_MANAGE = "env.manage"
     # Instance-scoped (no project): creating projects, managing one's own API keys, users.
     PROJECT_CREATE = "project.create"
     KEYS_MANAGE = "keys.manage"
     USERS_MANAGE = "users.manage"
+    # Which notifications one gets by e-mail (signed-in users, for themselves).
+    NOTIFICATION_PREFERENCES = "notifications.preferences"
+    # Running retention now and reading its reports (instance admins only).
+    RETENTION_MANAGE = "retention.manage"
 
 
 class Scope(StrEnum):
@@ -55,9 +67,14 @@ _MAINTAINER = _VIEWER | {
     Action.BUILD_CANCEL,
     Action.DEPLOYMENT_REDEPLOY,
     Action.SHARE_CREATE,
+    Action.HOOKS_MANAGE,
+    Action.ENV_READ,
+    Action.CACHES_CLEAR,
 }
+# What reaches production deployments (build settings, variables) is the owners' to change.
 _OWNER = _MAINTAINER | {
     Action.PROJECT_UPDATE,
+    Action.ENV_MANAGE,
     Action.PROJECT_DELETE,
     Action.MEMBERS_MANAGE,
     Action.DEPLOYMENT_PROMOTE,
@@ -70,8 +87,18 @@ ROLE_ACTIONS: Mapping[ProjectRole, frozenset[Action]] = {
 }
 
 # Actions that need no project: what every signed-in user may do, and what only admins may.
-INSTANCE_ACTIONS = frozenset({Action.PROJECT_CREATE, Action.KEYS_MANAGE, Action.USERS_MANAGE})
-USER_INSTANCE_ACTIONS = frozenset({Action.PROJECT_CREATE, Action.KEYS_MANAGE})
+INSTANCE_ACTIONS = frozenset(
+    {
+        Action.PROJECT_CREATE,
+        Action.KEYS_MANAGE,
+        Action.USERS_MANAGE,
+        Action.NOTIFICATION_PREFERENCES,
+        Action.RETENTION_MANAGE,
+    }
+)
+USER_INSTANCE_ACTIONS = frozenset(
+    {Action.PROJECT_CREATE, Action.KEYS_MANAGE, Action.NOTIFICATION_PREFERENCES}
+)
 
 _BUILDS_READ = frozenset({Action.PROJECT_READ, Action.BUILD_READ})
 SCOPE_ACTIONS: Mapping[Scope, frozenset[Action]] = {
@@ -84,6 +111,7 @@ SCOPE_ACTIONS: Mapping[Scope, frozenset[Action]] = {
         Action.DEPLOYMENT_REDEPLOY,
         Action.DEPLOYMENT_PROMOTE,
         Action.SHARE_CREATE,
+        Action.CACHES_CLEAR,
     },
     Scope.PROJECTS_READ: frozenset({Action.PROJECT_READ}),
     Scope.PROJECTS_ADMIN: frozenset(
@@ -93,6 +121,10 @@ SCOPE_ACTIONS: Mapping[Scope, frozenset[Action]] = {
             Action.PROJECT_UPDATE,
             Action.PROJECT_DELETE,
             Action.MEMBERS_MANAGE,
+            Action.HOOKS_MANAGE,
+            Action.ENV_READ,
+            Action.ENV_MANAGE,
+            Action.CACHES_CLEAR,
         }
     ),
     Scope.USERS_ADMIN: frozenset({Action.USERS_MANAGE}),

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.auth.users import USERNAME_PATTERN
 from gobuild.platform.config import AuthSettings, RateLimitBucket
+from gobuild.platform.stores import keys
 
 # Sliding-window log: one sorted-set member per allowed hit, scored by its time in ms.
 # KEYS: the window. ARGV: window ms, limit, unique member suffix.

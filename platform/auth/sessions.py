@@ -12,8 +12,8 @@ import secrets
 
 import redis.asyncio as aioredis
 
-from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.config import AuthSettings
+from gobuild.platform.stores import keys
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import secrets
 import redis.asyncio as aioredis
 from joserfc.jwk import OctKey
 
-from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.config import AuthSettings
+from gobuild.platform.stores import keys
 
 ACCESS_TOKEN_PURPOSE = "access-token"
 SHARE_LINK_PURPOSE = "share-link"

@@ -2,7 +2,9 @@
 
 A login starts a refresh token *family*. Each refresh uses up the presented token and issues
 the next one in the same family; presenting a used token again means it was stolen (or
-replayed), so the whole family is revoked and every session of that login ends.
+replayed), so the whole family is revoked and every session of that login ends. Access tokens
+carry their family as the `sid` claim, so revoking a family (reuse, logout) also refuses the
+access tokens issued with it, at once rather than when they expire.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 from pydantic import BaseModel
 
-from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.auth.permissions import InstanceRole
 from gobuild.platform.auth.signing import ACCESS_TOKEN_PURPOSE, derive_key
 from gobuild.platform.auth.users import UnknownUser, UserStore
 from gobuild.platform.config import AuthSettings
+from gobuild.platform.stores import keys
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class AccessClaims:
     jti: str
     iss: str
     aud: str
+    # The refresh token family (the login) the token was issued with; None for other tokens.
+    sid: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -74,6 +78,7 @@ def encode_access_token(
     roles: list[str],
     projects: dict[str, str],
     now: int | None = None,
+    sid: str | None = None,
 ) -> tuple[str, AccessClaims]:
     issued_at = int(time.time()) if now is None else now
     claims = AccessClaims(
@@ -85,8 +90,10 @@ def encode_access_token(
         jti=uuid.uuid4().hex,
         iss=settings.jwt_issuer,
         aud=settings.jwt_audience,
+        sid=sid,
     )
-    token = jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM}, asdict(claims), key)
+    payload = {name: value for name, value in asdict(claims).items() if value is not None}
+    token = jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM}, payload, key)
     return token, claims
 
 
@@ -121,11 +128,13 @@ def _describe(error: Exception) -> str:
 
 def _claims_from(raw: dict[str, Any]) -> AccessClaims:
     roles, projects, aud = raw.get("roles", []), raw.get("projects", {}), raw["aud"]
+    sid = raw.get("sid")
     if isinstance(aud, list):
         aud = aud[0] if len(aud) == 1 else ""
     valid = (
         isinstance(raw["sub"], str)
         and isinstance(raw["jti"], str)
+        and (sid is None or isinstance(sid, str))
         and isinstance(roles, list)
         and all(isinstance(r, str) for r in roles)
         and isinstance(projects, dict)
@@ -142,6 +151,7 @@ def _claims_from(raw: dict[str, Any]) -> AccessClaims:
         jti=raw["jti"],
         iss=raw["iss"],
         aud=aud,
+        sid=sid,
     )
 
 
@@ -150,9 +160,9 @@ def hash_refresh_token(token: str) -> str:
 
 
 # Atomically use up a refresh token and store its successor in the same family.
-# A token that was already used revokes its whole family (reuse detection).
-# KEYS: old token, new token. ARGV: now, new expires_at, new ttl, new token hash,
-# family key prefix, token key prefix.
+# A token that was already used revokes its whole family and its access tokens (reuse
+# detection). KEYS: old token, new token. ARGV: now, new expires_at, new ttl, new token hash,
+# family key prefix, token key prefix, revoked-family marker prefix, access token ttl.
 _ROTATE = """
 local rec = redis.call('HMGET', KEYS[1], 'family', 'username', 'used', 'expires_at')
 if not rec[1] then return {'missing'} end
@@ -165,6 +175,7 @@ if rec[3] == '1' then
     redis.call('DEL', ARGV[6] .. h)
   end
   redis.call('HSET', family_key, 'revoked', '1')
+  redis.call('SET', ARGV[7] .. rec[1], '1', 'EX', ARGV[8])
   return {'reused', rec[1], rec[2]}
 end
 redis.call('HSET', KEYS[1], 'used', '1')
@@ -177,11 +188,15 @@ redis.call('EXPIRE', family_key, ARGV[3])
 return {'ok', rec[1], rec[2]}
 """
 
-# Revoke a family: all its tokens are deleted and it is marked revoked.
-# KEYS: family, family tokens. ARGV: token key prefix.
+# Revoke a family: all its tokens are deleted and it is marked revoked; with an access token
+# ttl, its access tokens are refused too (for as long as any of them can be valid).
+# KEYS: family, family tokens, revoked-family marker. ARGV: token key prefix, access ttl (0: no).
 _REVOKE_FAMILY = """
 for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('DEL', ARGV[1] .. h)
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'revoked', '1')
@@ -206,19 +221,26 @@ class TokenService:
 
     # Access tokens
 
-    async def issue_access_token(self, username: str) -> tuple[str, AccessClaims]:
-        """A fresh access token carrying the user's current instance and project roles."""
+    async def issue_access_token(
+        self, username: str, family: str | None = None
+    ) -> tuple[str, AccessClaims]:
+        """A fresh access token carrying the user's current instance and project roles, and
+        the refresh family (login) it belongs to, if any."""
         user = await self.users.get(username)
         if user is None:
             raise UnknownUser(f"no user {username!r}")
         roles = [InstanceRole.ADMIN.value] if user.is_admin else []
         projects = {p: r.value for p, r in (await self.users.roles_of(username)).items()}
-        return encode_access_token(self.key, self.settings, username, roles, projects)
+        return encode_access_token(self.key, self.settings, username, roles, projects, sid=family)
 
     async def verify_access_token(self, token: str) -> AccessClaims:
-        """Decode and validate, then refuse tokens revoked by logout; raises InvalidToken."""
+        """Decode and validate, then refuse tokens revoked by logout, or whose login was
+        revoked (logout, refresh token reuse); raises InvalidToken."""
         claims = decode_access_token(token, self.key, self.settings)
-        if await self.redis.exists(keys.key_revoked_access_token(claims.jti)):
+        denials = [keys.key_revoked_access_token(claims.jti)]
+        if claims.sid is not None:
+            denials.append(keys.key_revoked_refresh_family(claims.sid))
+        if await self.redis.exists(*denials):
             raise InvalidToken("invalid access token: it was revoked")
         return claims
 
@@ -231,8 +253,8 @@ class TokenService:
 
     async def issue_token_pair(self, username: str) -> TokenPair:
         """Log in: an access token and the first refresh token of a new family."""
-        access_token, _ = await self.issue_access_token(username)
         family = secrets.token_urlsafe(16)
+        access_token, _ = await self.issue_access_token(username, family)
         refresh_token = secrets.token_urlsafe(32)
         token_hash = hash_refresh_token(refresh_token)
         ttl = self.settings.refresh_token_ttl_seconds
@@ -263,7 +285,8 @@ class TokenService:
     async def rotate(self, refresh_token: str) -> TokenPair:
         """Use up a refresh token for a new pair in the same family; raises InvalidToken.
 
-        Presenting a token that was already used revokes its whole family.
+        Presenting a token that was already used revokes its whole family, and the access
+        tokens issued with it.
         """
         new_refresh_token = secrets.token_urlsafe(32)
         new_hash = hash_refresh_token(new_refresh_token)
@@ -280,11 +303,13 @@ class TokenService:
             new_hash,
             keys.REFRESH_FAMILY_PREFIX,
             keys.REFRESH_TOKEN_PREFIX,
+            keys.REVOKED_FAMILY_PREFIX,
+            self.settings.access_token_ttl_seconds,
         )
         status = outcome[0]
         if status == "reused":
             log.warning(
-                "refresh token reused: family revoked",
+                "refresh token reused: family and its access tokens revoked",
                 extra={"username": outcome[2], "family": outcome[1]},
             )
             raise InvalidToken("refresh token was already used; this login has been revoked")
@@ -292,23 +317,25 @@ class TokenService:
             raise InvalidToken("refresh token is invalid, expired or revoked")
         family, username = outcome[1], outcome[2]
         try:
-            access_token, _ = await self.issue_access_token(username)
+            access_token, _ = await self.issue_access_token(username, family)
         except UnknownUser:
-            await self._revoke_family(family)
+            await self._revoke_family(family, with_access_tokens=True)
             raise InvalidToken("refresh token is invalid, expired or revoked") from None
         return self._pair(access_token, new_refresh_token)
 
     async def revoke(self, refresh_token: str) -> bool:
-        """Log out: revoke the family of a refresh token. False if it was unknown."""
+        """Log out: revoke the family of a refresh token and the access tokens issued with it.
+        False if it was unknown."""
         family = await self.redis.hget(
             keys.key_refresh_token(hash_refresh_token(refresh_token)), "family"
         )
         if family is None:
             return False
-        return await self._revoke_family(family)
+        return await self._revoke_family(family, with_access_tokens=True)
 
     async def revoke_all(self, username: str) -> int:
-        """End every session of a user (password change, account compromise)."""
+        """End every refresh token family of a user (password change, account compromise);
+        access tokens already issued run out on their own."""
         families = await self.redis.smembers(keys.key_user_refresh_families(username))
         revoked = 0
         for family in families:
@@ -325,13 +352,15 @@ class TokenService:
         if jti and expires_at:
             await self.revoke_access_token(jti, expires_at)
 
-    async def _revoke_family(self, family: str) -> bool:
+    async def _revoke_family(self, family: str, *, with_access_tokens: bool = False) -> bool:
         revoked = await self.redis.eval(
             _REVOKE_FAMILY,
-            2,
+            3,
             keys.key_refresh_family(family),
             keys.key_refresh_family_tokens(family),
+            keys.key_revoked_refresh_family(family),
             keys.REFRESH_TOKEN_PREFIX,
+            self.settings.access_token_ttl_seconds if with_access_tokens else 0,
         )
         return bool(revoked)
 

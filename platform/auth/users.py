@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
-from gobuild.platform.auth import redis_keys as keys
 from gobuild.platform.auth.passwords import hash_password, needs_rehash, verify_password
 from gobuild.platform.auth.permissions import ProjectRole, parse_role
 from gobuild.platform.config import AuthSettings
 from gobuild.platform.events import utcnow
+from gobuild.platform.stores import keys
+from gobuild.platform.stores.optimistic import optimistic_update
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ _UNKNOWN_USER_HASH = (
     "$argon2id$v=19$m=65536,t=3,p=4$SXcYtNLkrcIOEf+uDqDhsg"
     "$hJ0kDWj0QVChAESzZoY6YsAFpzyqv7IDTc/AgtJj/d4"
 )
-_TRANSACTION_ATTEMPTS = 50
 
 
 class UserError(ValueError):
@@ -219,21 +218,6 @@ class UserStore:
             username, lambda user: user.model_copy(update={"password_hash": password_hash})
         )
 
-    async def set_admin(self, username: str, is_admin: bool) -> User:
-        """Grant or take the instance role `admin`; the last admin keeps it."""
-        if not is_admin and await self.admin_count() <= 1:
-            current = await self.get(username)
-            if current is not None and current.is_admin:
-                raise LastAdminError("cannot remove the admin role from the last admin user")
-        user = await self._modify(
-            username, lambda user: user.model_copy(update={"is_admin": is_admin})
-        )
-        if is_admin:
-            await self.redis.sadd(keys.KEY_ADMINS, username)
-        else:
-            await self.redis.srem(keys.KEY_ADMINS, username)
-        return user
-
     async def verify_password(self, username: str, password: str) -> User | None:
         """The user if `password` is theirs, else None (also for unknown users)."""
         user = await self.get(username)
@@ -269,21 +253,17 @@ class UserStore:
 
     async def _modify(self, username: str, change: Callable[[User], User]) -> User:
         key = keys.key_user(username)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_TRANSACTION_ATTEMPTS):
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise UnknownUser(f"no user {username!r}")
-                    updated = change(User.model_validate_json(raw))
-                    pipe.multi()
-                    pipe.set(key, updated.model_dump_json())
-                    await pipe.execute()
-                    return updated
-                except WatchError:
-                    continue
-        raise RuntimeError(f"user {username} kept changing under a transaction")
+
+        async def transaction(pipe: Pipeline) -> User:
+            raw = await pipe.get(key)
+            if raw is None:
+                raise UnknownUser(f"no user {username!r}")
+            updated = change(User.model_validate_json(raw))
+            pipe.multi()
+            pipe.set(key, updated.model_dump_json())
+            return updated
+
+        return await optimistic_update(self.redis, [key], transaction, what=f"user {username}")
 
     # Linked identities (GitHub / GitLab accounts) and verified emails
 
@@ -363,15 +343,6 @@ class UserStore:
         raw = await self.redis.hgetall(keys.key_user_projects(username))
         return {project_id: ProjectRole(role) for project_id, role in raw.items()}
 
-    async def remove_project(self, project_id: str) -> None:
-        """Forget every membership of a deleted project."""
-        usernames: Iterable[str] = await self.redis.hkeys(keys.key_project_members(project_id))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for username in usernames:
-                pipe.hdel(keys.key_user_projects(username), project_id)
-            pipe.delete(keys.key_project_members(project_id))
-            await pipe.execute()
-
     async def _change_members(
         self,
         project_id: str,
@@ -379,18 +350,15 @@ class UserStore:
         write: Callable[[Pipeline], None],
     ) -> None:
         key = keys.key_project_members(project_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_TRANSACTION_ATTEMPTS):
-                try:
-                    await pipe.watch(key)
-                    check(await pipe.hgetall(key))
-                    pipe.multi()
-                    write(pipe)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
-        raise RuntimeError(f"members of project {project_id} kept changing under a transaction")
+
+        async def transaction(pipe: Pipeline) -> None:
+            check(await pipe.hgetall(key))
+            pipe.multi()
+            write(pipe)
+
+        await optimistic_update(
+            self.redis, [key], transaction, what=f"members of project {project_id}"
+        )
 
 
 def _check_owner_remains(members: dict[str, str], leaving: str) -> None:

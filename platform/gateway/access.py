@@ -3,9 +3,10 @@
 A `before_request` hook resolves the caller to a `Principal` (kept in `g`) from, in order:
 the `Authorization` header (admin API key, `gb_` API key by Bearer or Basic, JWT access token,
 Basic `user:password` when allowed), else the browser session cookie of a GitHub / GitLab
-sign-in. Every `/api` route but the sign-in ones needs a caller. The hook also spends the
-request's rate-limit budget and refuses oversized API bodies. What the caller may do is
-decided per route, in `authorization`.
+sign-in. Every `/api` route but the sign-in ones and the shared builds (`/api/shared/`, opened
+by a share link's token) needs a caller. The hook also spends the request's rate-limit budget
+and refuses oversized API bodies. What the caller may do is decided per route, in
+`authorization`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gobuild", Basic realm="gobuild"'
 # Public routes that spend the login budget, or (opaque single-use tokens) the API budget.
 LOGIN_PATHS = frozenset({"/api/auth/login"})
 TOKEN_PATHS = frozenset({"/api/auth/refresh", "/api/auth/exchange"})
+# A shared build is opened with the share link's token alone (public, the API budget per address).
+SHARED_PREFIX = "/api/shared/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PRINCIPAL = "gobuild_principal"
 _SESSION = "gobuild_session_id"
@@ -71,7 +74,7 @@ async def authenticate_request() -> None:
     _refuse_declared_oversize(ctx)
     if path in LOGIN_PATHS:
         await spend(ctx, RateLimitBucket.LOGIN, f"ip:{address}")
-    elif path in TOKEN_PATHS:
+    elif path in TOKEN_PATHS or path.startswith(SHARED_PREFIX):
         await spend(ctx, RateLimitBucket.API, f"ip:{address}")
     else:
         principal = await _resolve_principal(ctx, address)

@@ -11,7 +11,7 @@ from quart_auth import QuartAuth
 from gobuild.platform.auth.service import create_auth_service
 from gobuild.platform.auth.users import INITIAL_ADMIN_USERNAME, UserStore
 from gobuild.platform.bus import EventProducer
-from gobuild.platform.config import AuthSettings, GatewaySettings, Settings
+from gobuild.platform.config import AuthSettings, GatewaySettings, RetentionSettings, Settings
 from gobuild.platform.gateway.access import authenticate_request
 from gobuild.platform.gateway.context import EXTENSION_KEY, GatewayContext
 from gobuild.platform.gateway.deployments import register_deployment_host
@@ -21,15 +21,24 @@ from gobuild.platform.gateway.ratelimits import add_rate_limit_headers
 from gobuild.platform.gateway.routes import (
     auth,
     builds,
+    caches,
+    deployments,
     health,
+    home,
     keys,
     members,
+    notifications,
     oauth,
+    project_settings,
     projects,
+    retention,
+    shares,
     users,
     webhooks,
 )
-from gobuild.platform.state import connect_redis
+from gobuild.platform.request_json import StrictJsonRequest
+from gobuild.platform.storage_client import require_internal_token
+from gobuild.platform.stores.connection import connect_redis
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +48,14 @@ def create_app(
     *,
     auth_settings: AuthSettings | None = None,
     gateway_settings: GatewaySettings | None = None,
+    retention_settings: RetentionSettings | None = None,
 ) -> Quart:
+    require_internal_token(settings, "the gateway")  # storage answers nothing without it
     auth_settings = auth_settings or AuthSettings()
     gateway_settings = gateway_settings or GatewaySettings()
+    retention_settings = retention_settings or RetentionSettings()
     app = Quart("gobuild.gateway")
+    app.request_class = StrictJsonRequest  # bad UTF-8 or absurd nesting: 400, not 500
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 60
     app.config["RESPONSE_TIMEOUT"] = None
@@ -61,6 +74,9 @@ def create_app(
     app.after_request(add_rate_limit_headers)
     for module in (health, webhooks, auth, users, keys, projects, members, builds, oauth):
         app.register_blueprint(module.blueprint)
+    for module in (home, deployments, shares, notifications, retention, project_settings):
+        app.register_blueprint(module.blueprint)
+    app.register_blueprint(caches.blueprint)
 
     @app.before_serving
     async def _start() -> None:
@@ -77,6 +93,7 @@ def create_app(
             producer=producer,
             http=httpx.AsyncClient(timeout=httpx.Timeout(10.0)),
             auth=auth_service,
+            retention_settings=retention_settings,
         )
         log.info("gateway ready on port %s", settings.gateway_port)
 

@@ -11,8 +11,11 @@ from quart import current_app
 
 from gobuild.platform.auth.service import AuthService
 from gobuild.platform.bus import EventProducer
-from gobuild.platform.config import GatewaySettings, Settings
-from gobuild.platform.state import BuildStore, DeploymentStore, ProjectStore
+from gobuild.platform.config import GatewaySettings, RetentionSettings, Settings
+from gobuild.platform.storage_client import internal_headers
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.deployment_records import DeploymentRecords
+from gobuild.platform.stores.projects import ProjectStore
 
 EXTENSION_KEY = "gobuild.gateway"
 
@@ -27,6 +30,8 @@ class GatewayContext:
     auth: AuthService
     # Serialises "is there room for another trigger?" with recording it (backpressure).
     trigger_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The instance's retention defaults (the retention routes' policy and "run now").
+    retention_settings: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def projects(self) -> ProjectStore:
@@ -37,12 +42,12 @@ class GatewayContext:
         return BuildStore(self.redis)
 
     @property
-    def deployments(self) -> DeploymentStore:
-        return DeploymentStore(self.redis)
+    def deployments(self) -> DeploymentRecords:
+        return DeploymentRecords(self.redis)
 
     def internal_headers(self) -> dict[str, str]:
-        token = self.settings.internal_token
-        return {"X-GoBuild-Internal-Token": token} if token else {}
+        """What proves to storage that a request comes from the gateway."""
+        return internal_headers(self.settings.internal_token)
 
 
 def gateway() -> GatewayContext:

@@ -1,7 +1,10 @@
 """Serving deployments by host name.
 
 `<deployment-id>.<GOBUILD_DEPLOY_DOMAIN>` serves that deployment, `<project>.<domain>` the
-project's production alias. Files come streamed from storage; unknown hosts and paths are 404.
+project's production alias; the gateway's own hosts never do (see `host_names`). Files come
+streamed from storage; unknown hosts and paths are 404. A deployment host reaches only its
+deployment's files: the request path is checked segment by segment before it becomes a
+storage path, so no dot segment or encoded slash walks into storage's other routes.
 """
 
 from __future__ import annotations
@@ -12,18 +15,18 @@ from quart import Quart, Response, request
 
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import error_response
+from gobuild.platform.gateway.host_names import deployment_host_label
 from gobuild.platform.gateway.storage_proxy import open_storage_stream, relay_response
+from gobuild.platform.storage_client import InvalidFilePath, deployment_file_path
 
 
-def deployment_label(host: str, deploy_domain: str) -> str | None:
-    """The first label of `host` if it is a direct subdomain of the deploy domain."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.lower().rstrip(".")
-    suffix = "." + deploy_domain.lower().strip(".")
-    if not name.endswith(suffix):
-        return None
-    label = name[: -len(suffix)]
-    return label if label and "." not in label else None
+def raw_request_path() -> str:
+    """The request path as it came on the wire, still percent-encoded (Quart's
+    `request.path` is already decoded, which would hide an encoded slash)."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw.decode("latin-1")
+    return quote(request.path, safe="/")
 
 
 async def resolve_deployment(ctx: GatewayContext, label: str) -> str | None:
@@ -44,7 +47,10 @@ async def serve_deployment(label: str) -> Response:
     deployment_id = await resolve_deployment(ctx, label)
     if deployment_id is None:
         return error_response(404, "no deployment at this host", request.host)
-    path = quote(request.path.lstrip("/"), safe="/")
+    try:
+        storage_path = deployment_file_path(deployment_id, raw_request_path())
+    except InvalidFilePath as exc:
+        return error_response(404, "not found", str(exc))
     conditional = {
         name: request.headers[name]
         for name in ("If-None-Match", "If-Modified-Since")
@@ -52,7 +58,7 @@ async def serve_deployment(label: str) -> Response:
     }
     upstream = await open_storage_stream(
         ctx,
-        f"/deployments/{deployment_id}/files/{path}",
+        storage_path,
         method=request.method,
         headers=conditional,
     )
@@ -70,7 +76,8 @@ def register_deployment_host(app: Quart) -> None:
 
     @app.before_request
     async def _deployment_host() -> Response | None:
-        label = deployment_label(request.host, gateway().settings.deploy_domain)
+        ctx = gateway()
+        label = deployment_host_label(request.host, ctx.settings, ctx.gateway_settings)
         if label is None:
             return None
         return await serve_deployment(label)

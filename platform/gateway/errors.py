@@ -1,4 +1,5 @@
-"""Errors as JSON: `{"error": "...", "detail": ...}` with the right status, never a stack trace."""
+"""The gateway's error answers: the shared JSON errors plus webhook and schema failures, and
+503 while Redis cannot be reached."""
 
 from __future__ import annotations
 
@@ -6,43 +7,21 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify
+from quart import Quart, Response
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gobuild.platform import api_errors
+from gobuild.platform.api_errors import ApiError, error_response
 from gobuild.webhooks import WebhookError
+
+__all__ = ["ApiError", "describe_validation_error", "error_response", "register_error_handlers"]
 
 log = logging.getLogger(__name__)
 
-
-class ApiError(Exception):
-    """Raised by handlers and logic to answer with a JSON error."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        detail: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.headers = headers or {}
-
-
-def error_response(
-    status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None
-) -> Response:
-    body: dict[str, Any] = {"error": error}
-    if detail is not None:
-        body["detail"] = detail
-    response = jsonify(body)
-    response.status_code = status
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+# Redis that went away is usually back within seconds (`gobuild dev` and compose restart it).
+REDIS_RETRY_AFTER_SECONDS = 5
 
 
 def describe_validation_error(exc: ValidationError) -> list[dict[str, str]]:
@@ -54,9 +33,7 @@ def describe_validation_error(exc: ValidationError) -> list[dict[str, str]]:
 
 
 def register_error_handlers(app: Quart) -> None:
-    @app.errorhandler(ApiError)
-    async def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.error, exc.detail, exc.headers)
+    api_errors.register_error_handlers(app)
 
     @app.errorhandler(WebhookError)
     async def _webhook_error(exc: WebhookError) -> Response:
@@ -72,17 +49,15 @@ def register_error_handlers(app: Quart) -> None:
             return error_response(422, f"invalid request: check {fields}", detail)
         return error_response(400, "request body is not valid JSON", str(inner))
 
-    @app.errorhandler(HTTPException)
-    async def _http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        messages = {
-            404: "not found",
-            405: "method not allowed",
-            413: "request body too large",
-        }
-        return error_response(status, messages.get(status, exc.name.lower()), exc.description)
-
-    @app.errorhandler(Exception)
-    async def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "internal error")
+    # Every route, the authentication hook and the rate limiter read Redis: while it is down
+    # or not answering, say so (503, retry shortly) rather than "internal error".
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    async def _redis_unavailable(exc: RedisConnectionError | RedisTimeoutError) -> Response:
+        log.warning("redis is unavailable: %s", exc)
+        return error_response(
+            503,
+            "redis is unavailable",
+            f"the gateway cannot reach its database; retry in {REDIS_RETRY_AFTER_SECONDS} seconds",
+            {"Retry-After": str(REDIS_RETRY_AFTER_SECONDS)},
+        )

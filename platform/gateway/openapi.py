@@ -44,6 +44,7 @@ ERROR_DESCRIPTIONS = {
     404: "Not found. A project the caller does not belong to, and everything in it, is "
     "not found either.",
     409: "Conflicts with the current state; `detail` says how.",
+    410: "Gone: the share link expired or was revoked; `error` says which.",
     413: "The request body is too large.",
     422: "A field is missing, unknown or not valid; `detail` names each field.",
     429: "Too many requests (rate limit, or an account locked after failed logins); retry "

@@ -7,9 +7,18 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationInfo,
+    field_validator,
+)
 
 from gobuild.platform.auth.api_keys import MAX_NAME_LENGTH as MAX_KEY_NAME_LENGTH
 from gobuild.platform.auth.permissions import PrincipalKind, ProjectRole, Scope
@@ -19,8 +28,36 @@ from gobuild.platform.auth.users import (
     UserError,
     normalize_email,
 )
-from gobuild.platform.records import PROJECT_NAME_PATTERN, Build, Provider
+from gobuild.platform.build_settings import (
+    MAX_COMMAND_LENGTH,
+    MAX_FOLDER_LENGTH,
+    MAX_IMAGE_REFERENCE,
+    check_command,
+    check_image_reference,
+    check_relative_folder,
+)
+from gobuild.platform.build_state import BuildState
+from gobuild.platform.events import ArtifactRef, CacheKind
+from gobuild.platform.notification_records import (
+    NOTIFICATION_STAGES,
+    DeliveryStatus,
+    NotificationStage,
+    ReceiverKind,
+)
+from gobuild.platform.records import (
+    BUILD_TARGETS,
+    PROJECT_NAME_PATTERN,
+    Build,
+    BuildTarget,
+    Provider,
+)
 from gobuild.platform.repo_url import InvalidRepoUrl, validate_repo_url
+from gobuild.platform.retention_records import (
+    RetentionOverrides,
+    RetentionPolicy,
+    RetentionReport,
+)
+from gobuild.platform.stores.retention import REPORTS_KEPT
 
 # A branch name git accepts (`git check-ref-format --branch`), kept deliberately strict.
 BRANCH_PATTERN = re.compile(
@@ -59,9 +96,16 @@ class ErrorBody(BaseModel):
 
 class ProjectCreate(RequestBody):
     name: str = Field(
-        pattern=PROJECT_NAME_PATTERN, description="DNS label: the project's host name"
+        pattern=PROJECT_NAME_PATTERN,
+        description="DNS label: the project's host name. GoBuild's own host names (api, www, "
+        "app, admin, auth, dashboard, docs, status, webhooks, static, assets, mail and the "
+        "first label of the public and dashboard hosts) are reserved (422).",
     )
-    repo_url: str = Field(description="https:// URL or absolute local path of the git repository")
+    repo_url: str = Field(
+        description="https:// URL of the git repository; `user:token@` credentials in it are "
+        "kept encrypted and shown as `***`. Hosts on internal networks, GoBuild's own hosts and "
+        "absolute local paths (with GOBUILD_ALLOW_LOCAL_REPOS=true) only for instance admins (422)."
+    )
     provider: Provider = "github"
     production_branch: str = "main"
     build_tags: bool = False
@@ -94,7 +138,43 @@ class ProjectView(BaseModel):
     production_url: str
     webhook_url: str
     production_deployment_id: str | None = None
+    production_pinned: bool = Field(
+        default=False,
+        description="the production alias was promoted by hand and stays on its deployment "
+        "until un-pinned (shown by `GET /api/projects/{id}`)",
+    )
     role: ProjectRole | None = None
+    forge_token_set: bool = Field(
+        default=False,
+        description="a token for commit statuses is set (`PUT /api/projects/{id}/forge-token`; "
+        "never shown)",
+    )
+    forge_url: str | None = Field(
+        default=None,
+        description="the forge API base URL commit statuses go to (null: the instance's "
+        "GitHub / GitLab URL)",
+    )
+    install_command: str | None = Field(
+        default=None,
+        description="build settings (`PATCH /api/projects/{id}`), each overridden by the "
+        "repository's gobuild.toml; null: detected from the repository",
+    )
+    build_command: str | None = None
+    output_dir: str | None = None
+    image: str | None = None
+    root_dir: str | None = Field(
+        default=None, description="the monorepo subfolder that is built (null: the root)"
+    )
+    cache_hit_rate: float | None = Field(
+        default=None,
+        description="the share of cache uses that were hits (not partial, not miss) in the "
+        "project's last builds; null: no cache was used yet, or not shown (only "
+        "`GET /api/projects/{id}` shows it)",
+    )
+    cache_size_bytes: int | None = Field(
+        default=None,
+        description="the bytes of every cache the project has (`GET /api/projects/{id}/caches`)",
+    )
 
 
 class ProjectCreated(ProjectView):
@@ -189,14 +269,18 @@ class WebhookPayload(RootModel[dict[str, Any]]):
 
 class GitHubDeliveryHeaders(BaseModel):
     x_github_event: str = Field(description="`push` or `ping`")
-    x_github_delivery: str | None = Field(default=None, description="delivery id (dedupe)")
+    x_github_delivery: str | None = Field(
+        default=None, description="delivery id (dedupe); without one, the body's SHA-256 is used"
+    )
     x_hub_signature_256: str = Field(description="`sha256=` HMAC of the body with the secret")
 
 
 class GitLabDeliveryHeaders(BaseModel):
     x_gitlab_event: str = Field(description="`Push Hook` or `Tag Push Hook`")
     x_gitlab_token: str = Field(description="the project's webhook secret")
-    idempotency_key: str | None = Field(default=None, description="delivery id (dedupe)")
+    idempotency_key: str | None = Field(
+        default=None, description="delivery id (dedupe); without one, the body's SHA-256 is used"
+    )
 
 
 class WebhookAccepted(BaseModel):
@@ -351,3 +435,441 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, str]
+
+
+# Deployments and the production alias
+
+
+class DeploymentListQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=500, description="how many deployments, newest first")
+
+
+class DeploymentView(BaseModel):
+    """A deployment: one successful build's output, served at `url` for good."""
+
+    id: str
+    project_id: str
+    build_id: str
+    number: int = Field(description="the build's number in its project")
+    branch: str | None
+    commit_sha: str | None
+    commit_message: str | None = None
+    author: str | None = None
+    production: bool = Field(description="built from the production branch")
+    url: str
+    created_at: datetime
+    is_production_alias: bool = Field(description="the production alias serves it now")
+
+
+class ProductionView(BaseModel):
+    """A project's production alias: the deployment it serves and whether it is pinned there.
+
+    While `pinned`, new production builds deploy at their own URLs only;
+    `following_deployment_id` is the newest of them, which the alias serves again once
+    un-pinned.
+    """
+
+    project_id: str
+    url: str
+    deployment_id: str | None
+    pinned: bool
+    following_deployment_id: str | None
+
+
+class DeploymentList(BaseModel):
+    production: ProductionView
+    deployments: list[DeploymentView]
+
+
+# Share links
+
+
+class ShareCreate(RequestBody):
+    expires_in: int | None = Field(
+        default=None,
+        ge=1,
+        description="seconds the link works; default GOBUILD_SHARE_LINK_TTL_SECONDS, at most "
+        "GOBUILD_SHARE_LINK_MAX_TTL_SECONDS (else 422)",
+    )
+
+
+class ShareListQuery(BaseModel):
+    build_id: str | None = Field(default=None, description="only the links of this build")
+
+
+class ShareLinkView(BaseModel):
+    """A share link: whoever has `url` sees the build read-only until `expires_at`."""
+
+    id: str
+    build_id: str
+    project_id: str | None
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    url: str = Field(description="the read-only page of the build (the dashboard's)")
+    token: str = Field(description="the secret in `url`, for `GET /api/shared/{token}`")
+
+
+class ShareLinkList(BaseModel):
+    links: list[ShareLinkView]
+
+
+class SharedBuildView(BaseModel):
+    """One build as a share link shows it: read-only, and nothing else of the instance."""
+
+    id: str
+    project_name: str
+    number: int | None
+    state: BuildState
+    step: str | None
+    reason: str | None
+    branch: str | None
+    tag: str | None
+    commit_sha: str | None
+    commit_message: str | None
+    author: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    artifact: ArtifactRef | None
+    deployment_url: str | None
+    peak_cpu_percent: float | None
+    peak_memory_bytes: int | None
+    log_url: str
+    artifact_url: str | None
+    link_expires_at: datetime
+
+
+# The gateway's front door
+
+
+class Welcome(BaseModel):
+    """What `GET /` answers when no dashboard is configured (GOBUILD_DASHBOARD_URL)."""
+
+    name: Literal["GoBuild"]
+    api: str = Field(description="the API description")
+    detail: str
+
+
+# Notifications: commit statuses, outgoing webhooks, e-mail preferences
+
+MAX_OUTGOING_URL_LENGTH = 2048
+
+
+def check_outgoing_url(value: str) -> str:
+    """An http(s) URL with a host, as outgoing hooks and forge URLs must be (where it points is
+    checked by the route, against the address policy)."""
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("use an https:// (or http://) URL with a host name")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+        raise ValueError("the URL contains whitespace or control characters")
+    return value
+
+
+def check_unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("each value may appear once")
+    return values
+
+
+class ForgeTokenSet(RequestBody):
+    token: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="GitHub: a token that may write commit statuses (fine-grained: “Commit "
+        "statuses: write”; classic: `repo:status`); GitLab: a token with the `api` scope. Kept "
+        "encrypted, never shown.",
+    )
+    forge_url: str | None = Field(
+        default=None,
+        max_length=MAX_OUTGOING_URL_LENGTH,
+        description="the forge's API base URL for this project: GitHub Enterprise "
+        "`https://github.example.com/api/v3`, a self-hosted GitLab `https://gitlab.example.com`. "
+        "Default: GOBUILD_GITHUB_API_URL / GOBUILD_GITLAB_URL. Internal addresses are refused "
+        "(422) unless GOBUILD_HOOKS_ALLOW_PRIVATE_ADDRESSES=true.",
+    )
+
+    @field_validator("forge_url")
+    @classmethod
+    def _forge_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_outgoing_url(value)
+
+
+class HookCreate(RequestBody):
+    url: str = Field(
+        max_length=MAX_OUTGOING_URL_LENGTH,
+        description="where the JSON body is POSTed (a Slack incoming webhook works as is). "
+        "Hosts that resolve to loopback, link-local or private addresses are refused (422) "
+        "unless GOBUILD_HOOKS_ALLOW_PRIVATE_ADDRESSES=true.",
+    )
+    events: list[NotificationStage] = Field(
+        min_length=1, max_length=len(NOTIFICATION_STAGES), description="the stages to send"
+    )
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        description="signs each body (`X-GoBuild-Signature-256: sha256=<HMAC-SHA256 hex>`); "
+        "omitted: one is generated and shown once",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_outgoing_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[NotificationStage]) -> list[NotificationStage]:
+        return check_unique(value)
+
+
+class HookView(BaseModel):
+    """An outgoing webhook (its secret is never shown again)."""
+
+    id: str
+    url: str
+    events: list[NotificationStage]
+    created_at: datetime
+    created_by: str | None
+
+
+class HookCreated(HookView):
+    secret: str | None = Field(
+        description="the generated signing secret, shown once (null when the request gave one)"
+    )
+
+
+class HookList(BaseModel):
+    hooks: list[HookView]
+
+
+class DeliveryListQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=500, description="how many deliveries, newest first")
+
+
+class DeliveryView(BaseModel):
+    """One notification to one receiver (about one or more builds)."""
+
+    id: str
+    kind: ReceiverKind = Field(description="hook, email, or the commit status on github / gitlab")
+    receiver: str = Field(description="the hook id, the username, or the forge")
+    stage: str = Field(description="the stage, or the commit status state (pending, success...)")
+    build_ids: list[str]
+    status: DeliveryStatus = Field(
+        description="queued (waiting for its next attempt), sending, delivered, failed (given "
+        "up), superseded (a newer commit status replaced it)"
+    )
+    attempts: int
+    response_code: int | None = Field(description="the receiver's last HTTP (or SMTP) answer")
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryView]
+
+
+class NotificationPreferencesSet(RequestBody):
+    events: list[NotificationStage] = Field(
+        max_length=len(NOTIFICATION_STAGES),
+        description="the stages to be e-mailed about (empty: no e-mail)",
+    )
+    projects: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        max_length=200,
+        description="only these projects (ids); null: every project one is a member of",
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[NotificationStage]) -> list[NotificationStage]:
+        return check_unique(value)
+
+
+class NotificationPreferencesView(BaseModel):
+    """Which stages the user is e-mailed about, and where the e-mail goes."""
+
+    events: list[NotificationStage]
+    projects: list[str] | None
+    email: str | None = Field(description="the user's address; e-mail goes only to a verified one")
+    email_verified: bool
+
+
+# Retention
+
+
+class ProjectRetentionView(BaseModel):
+    """A project's retention: the policy that applies, the project's own overrides and the
+    instance defaults (GOBUILD_RETENTION_*) they override."""
+
+    project_id: str
+    policy: RetentionPolicy
+    overrides: RetentionOverrides = Field(description="null fields: the default applies")
+    defaults: RetentionPolicy
+
+
+class RetentionPolicyUpdate(RetentionOverrides):
+    """The project's overrides, replacing the ones it had; a null or missing field takes the
+    instance default (`{}` resets them all)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetentionRunQuery(BaseModel):
+    dry_run: bool | None = Field(
+        default=None,
+        description="only report what would be removed (default: GOBUILD_RETENTION_DRY_RUN)",
+    )
+
+
+class RetentionReportQuery(BaseModel):
+    limit: int = Field(default=20, ge=1, le=REPORTS_KEPT, description="how many, newest first")
+
+
+class RetentionReportList(BaseModel):
+    reports: list[RetentionReport]
+
+
+# Build settings and variables
+
+
+class ProjectSettingsUpdate(BaseModel):
+    """Build settings to change; a field left out is kept, null clears it (detection decides
+    again). The repository's gobuild.toml overrides each (`install`, `build`, `output`,
+    `image`); `root_dir` is the monorepo subfolder that is built, where gobuild.toml is read
+    and the output is found."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    install_command: str | None = Field(
+        default=None,
+        max_length=MAX_COMMAND_LENGTH,
+        description='shell command of the install step (`""` switches it off)',
+    )
+    build_command: str | None = Field(
+        default=None,
+        max_length=MAX_COMMAND_LENGTH,
+        description='shell command of the build step (`""` switches it off)',
+    )
+    output_dir: str | None = Field(
+        default=None,
+        max_length=MAX_FOLDER_LENGTH,
+        description="the folder that is deployed, relative to `root_dir`",
+    )
+    image: str | None = Field(
+        default=None,
+        max_length=MAX_IMAGE_REFERENCE,
+        description="the build image (one this instance does not trust is pulled fresh)",
+    )
+    root_dir: str | None = Field(
+        default=None,
+        max_length=MAX_FOLDER_LENGTH,
+        description="a relative folder of the repository, without `..`",
+    )
+
+    @field_validator("install_command", "build_command")
+    @classmethod
+    def _command(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_command(value, str(info.field_name))
+
+    @field_validator("output_dir", "root_dir")
+    @classmethod
+    def _folder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_relative_folder(value, str(info.field_name))
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else check_image_reference(value)
+
+
+MAX_VARIABLE_BYTES = 32 * 1024
+
+
+class VariableSet(BaseModel):
+    """A build variable's value, whether it is secret, and which builds get it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(max_length=MAX_VARIABLE_BYTES)
+    secret: bool = Field(
+        default=False,
+        description="kept encrypted, never shown again, masked as `***` in build logs",
+    )
+    targets: list[BuildTarget] = Field(
+        default_factory=lambda: list(BUILD_TARGETS),
+        min_length=1,
+        max_length=len(BUILD_TARGETS),
+        description="production builds (the production branch), preview builds (every other "
+        "branch), or both",
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("a variable's value cannot contain a NUL character")
+        if len(value.encode()) > MAX_VARIABLE_BYTES:
+            raise ValueError(f"a variable's value is at most {MAX_VARIABLE_BYTES} bytes")
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct(cls, targets: list[BuildTarget]) -> list[BuildTarget]:
+        return [target for target in BUILD_TARGETS if target in targets]
+
+
+class VariableView(BaseModel):
+    """A build variable; a secret's value is never shown (`value` is null)."""
+
+    name: str
+    value: str | None = Field(description="null for a secret")
+    secret: bool
+    targets: list[BuildTarget]
+    updated_by: str | None = Field(description="who set it last (null: the admin API key)")
+    updated_at: datetime
+
+
+class VariableList(BaseModel):
+    variables: list[VariableView]
+
+
+# --- Caches -----------------------------------------------------------------------------------
+
+
+class CacheView(BaseModel):
+    """One cache of a project: dependency downloads, incremental build folders or a layer
+    image (kept on each builder that built it)."""
+
+    kind: CacheKind
+    key: str
+    size_bytes: int
+    image: str = Field(description="the build image it was made with")
+    branch: str | None = Field(description="the branch of the build that saved it")
+    production: bool = Field(description="saved by a production build")
+    build_id: str = Field(description="the build that saved it")
+    created_at: datetime
+    last_used_at: datetime
+
+
+class CacheList(BaseModel):
+    caches: list[CacheView] = Field(description="newest first")
+    total_bytes: int
+    hit_rate: float | None = Field(
+        description="hits among the cache uses of the project's last builds (null: none yet)"
+    )
+
+
+class CachesCleared(BaseModel):
+    """What `DELETE /api/projects/{id}/caches` removed."""
+
+    removed: int = Field(description="how many caches were removed")
+    freed_bytes: int = Field(
+        description="bytes freed in storage (layer images go from each builder when it next "
+        "builds an image)"
+    )

@@ -18,6 +18,7 @@ PASSED_HEADERS = (
     "Last-Modified",
     "X-Checksum-Sha256",
     "X-Log-Complete",
+    "X-Log-Position",
 )
 
 
@@ -30,9 +31,13 @@ async def open_storage_stream(
     headers: dict[str, str] | None = None,
     read_timeout: float | None = 30.0,
 ) -> httpx.Response:
+    """Send a request to storage (with the internal token) and open its response as a stream.
+
+    `path` comes from a path builder of `gobuild.platform.storage_client`, never from input.
+    """
     request = ctx.http.build_request(
         method,
-        f"{ctx.settings.storage_url}{path}",
+        ctx.settings.storage_url.rstrip("/") + path,
         params=params,
         headers={**ctx.internal_headers(), **(headers or {})},
         timeout=httpx.Timeout(10.0, read=read_timeout),

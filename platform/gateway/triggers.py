@@ -20,7 +20,7 @@ from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered, Trigge
 from gobuild.platform.gateway.context import GatewayContext
 from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.records import Build, Project, new_id
-from gobuild.platform.state import KEY_PENDING_TRIGGERS
+from gobuild.platform.stores.keys import KEY_PENDING_TRIGGERS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,20 @@ class TriggerRequest:
     commit_message: str | None = None
     author: str | None = None
     delivery_id: str | None = None
+
+
+# What a trigger event repeats of the build record it announces.
+_TRIGGER_FIELDS = {
+    "project_id",
+    "source",
+    "repo_url",
+    "ref",
+    "branch",
+    "tag",
+    "commit_sha",
+    "commit_message",
+    "author",
+}
 
 
 def _build_and_event(project: Project, trigger: TriggerRequest) -> tuple[Build, BuildTriggered]:
@@ -53,16 +67,8 @@ def _build_and_event(project: Project, trigger: TriggerRequest) -> tuple[Build, 
     )
     event = BuildTriggered(
         build_id=build.id,
-        project_id=project.id,
-        source=trigger.source,
-        repo_url=project.repo_url,
-        ref=trigger.ref,
-        branch=trigger.branch,
-        tag=trigger.tag,
-        commit_sha=trigger.commit_sha,
-        commit_message=trigger.commit_message,
-        author=trigger.author,
         delivery_id=trigger.delivery_id,
+        **build.model_dump(include=_TRIGGER_FIELDS),
     )
     return build, event
 

@@ -14,20 +14,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+from redis.asyncio.client import Pipeline
 
 from gobuild.platform.events import utcnow
 from gobuild.platform.records import Project
-from gobuild.platform.state import PREFIX, key_project
+from gobuild.platform.stores.keys import key_previous_webhook_secret, key_project
+from gobuild.platform.stores.optimistic import optimistic_update
 
 log = logging.getLogger(__name__)
-
-_TRANSACTION_ATTEMPTS = 50
-
-
-def key_previous_webhook_secret(project_id: str) -> str:
-    """String: the project's previous webhook secret; expires when its grace period ends."""
-    return f"{PREFIX}gateway:webhook-secret-previous:{project_id}"
 
 
 async def rotate_webhook_secret(
@@ -39,31 +33,23 @@ async def rotate_webhook_secret(
     """
     new_secret = secrets.token_urlsafe(32)
     key = key_project(project_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        for _ in range(_TRANSACTION_ATTEMPTS):
-            try:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                if raw is None:
-                    raise LookupError(project_id)
-                project = Project.model_validate_json(raw)
-                updated = project.model_copy(update={"webhook_secret": new_secret})
-                pipe.multi()
-                pipe.set(key, updated.model_dump_json())
-                if grace_seconds > 0:
-                    pipe.set(
-                        key_previous_webhook_secret(project_id),
-                        project.webhook_secret,
-                        ex=grace_seconds,
-                    )
-                else:
-                    pipe.delete(key_previous_webhook_secret(project_id))
-                await pipe.execute()
-                break
-            except WatchError:
-                continue
+
+    async def transaction(pipe: Pipeline) -> None:
+        raw = await pipe.get(key)
+        if raw is None:
+            raise LookupError(project_id)
+        project = Project.model_validate_json(raw)
+        updated = project.model_copy(update={"webhook_secret": new_secret})
+        pipe.multi()
+        pipe.set(key, updated.model_dump_json())
+        if grace_seconds > 0:
+            pipe.set(
+                key_previous_webhook_secret(project_id), project.webhook_secret, ex=grace_seconds
+            )
         else:
-            raise RuntimeError(f"project {project_id} kept changing under a transaction")
+            pipe.delete(key_previous_webhook_secret(project_id))
+
+    await optimistic_update(redis, [key], transaction, what=f"project {project_id}")
     log.info("webhook secret of project %s rotated", project_id)
     valid_until = utcnow() + timedelta(seconds=grace_seconds) if grace_seconds > 0 else None
     return new_secret, valid_until

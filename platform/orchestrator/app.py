@@ -1,19 +1,21 @@
 """The build orchestrator: consumes triggers, dispatches build jobs, keeps build records current.
 
 It is a small Quart app so the gateway can ask it for health; the work happens in background
-consumers started with the app and stopped with it.
+tasks started with the app and stopped with it: two consumers (which survive a lost broker),
+the sweep of pending triggers, and the reconcile of unfinished builds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from quart import Quart
 
-from gobuild.platform.bus import EventProducer, consume_forever, make_consumer, wait_for_topics
+from gobuild.platform.bus import EventProducer, consume_forever, wait_for_topics
 from gobuild.platform.config import Settings
 from gobuild.platform.events import (
     TOPIC_BUILD_COMPLETIONS,
@@ -24,24 +26,31 @@ from gobuild.platform.events import (
     utcnow,
 )
 from gobuild.platform.orchestrator.dispatch import Dispatcher
-from gobuild.platform.state import BuildStore, ProjectStore, connect_redis
+from gobuild.platform.orchestrator.reconcile import Reconciler
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.claims import BuilderFleet
+from gobuild.platform.stores.connection import connect_redis
+from gobuild.platform.stores.outbox import ResultOutbox
+from gobuild.platform.stores.projects import ProjectStore
 
 log = logging.getLogger(__name__)
 
 # Triggers still pending this long after they were recorded are dispatched by the sweep.
 SWEEP_INTERVAL_SECONDS = 15.0
 SWEEP_AGE = timedelta(seconds=10)
+# Both consumer groups must have been joined before the app serves.
+JOIN_TIMEOUT_SECONDS = 120.0
 
 
 def create_app(settings: Settings) -> Quart:
     app = Quart("gobuild.orchestrator")
     tasks: set[asyncio.Task[None]] = set()
-    consumers: list[AIOKafkaConsumer] = []
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, object], int]:
         alive = bool(tasks) and all(not t.done() for t in tasks)
-        body = {"status": "ok" if alive else "degraded", "consumers": len(consumers)}
+        consumers = sum(1 for t in tasks if t.get_name().endswith("-consumer"))
+        body = {"status": "ok" if alive else "degraded", "consumers": consumers}
         return body, 200 if alive else 503
 
     @app.before_serving
@@ -57,28 +66,44 @@ def create_app(settings: Settings) -> Quart:
             if isinstance(event, BuildTriggered):
                 await dispatcher.handle_trigger(event)
 
-        triggers = make_consumer(
-            settings, [TOPIC_BUILD_TRIGGERS], "orchestrator", client_id="orchestrator-triggers"
-        )
-        records = make_consumer(
-            settings,
-            [TOPIC_BUILD_STATUS, TOPIC_BUILD_COMPLETIONS],
-            "orchestrator-records",
-            client_id="orchestrator-records",
-        )
-        # Joining a consumer group can take seconds (the broker waits for more members): join both
-        # groups at once.
-        await asyncio.gather(triggers.start(), records.start())
-        consumers.extend((triggers, records))
-        await dispatcher.sweep_pending()  # whatever was accepted while no orchestrator ran
-        for name, coro in (
-            ("triggers", consume_forever(triggers, on_trigger)),
-            ("records", consume_forever(records, dispatcher.handle_record)),
-            ("sweep", _sweep_forever(dispatcher)),
-        ):
+        reconciler = Reconciler(dispatcher, BuilderFleet(redis), ResultOutbox(redis))
+
+        def start(name: str, coro: Coroutine[Any, Any, None]) -> None:
             task = asyncio.create_task(coro, name=f"orchestrator-{name}")
             task.add_done_callback(_log_task_end)
             tasks.add(task)
+
+        # Joining a consumer group can take seconds (the broker waits for more members): both
+        # groups are joined at once.
+        joined = [asyncio.Event(), asyncio.Event()]
+        start(
+            "triggers-consumer",
+            consume_forever(
+                settings,
+                [TOPIC_BUILD_TRIGGERS],
+                on_trigger,
+                group_id="orchestrator",
+                client_id="orchestrator-triggers",
+                joined=joined[0],
+            ),
+        )
+        start(
+            "records-consumer",
+            consume_forever(
+                settings,
+                [TOPIC_BUILD_STATUS, TOPIC_BUILD_COMPLETIONS],
+                dispatcher.handle_record,
+                group_id="orchestrator-records",
+                client_id="orchestrator-records",
+                joined=joined[1],
+            ),
+        )
+        await asyncio.wait_for(
+            asyncio.gather(*(event.wait() for event in joined)), JOIN_TIMEOUT_SECONDS
+        )
+        await dispatcher.sweep_pending()  # whatever was accepted while no orchestrator ran
+        start("sweep", _sweep_forever(dispatcher))
+        start("reconcile", reconciler.run_forever())
         log.info("orchestrator ready")
 
     @app.after_serving
@@ -87,9 +112,6 @@ def create_app(settings: Settings) -> Quart:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks.clear()
-        for consumer in consumers:
-            await consumer.stop()
-        consumers.clear()
         state = app.extensions.pop("gobuild.orchestrator", None)
         if state:
             _, redis, producer = state

@@ -6,14 +6,13 @@ of pending triggers) never dispatches a build twice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
+from gobuild.platform.build_endings import end_unheld_build
 from gobuild.platform.build_state import BuildState, IllegalTransition
 from gobuild.platform.bus import EventProducer
 from gobuild.platform.config import Settings
 from gobuild.platform.events import (
-    TOPIC_BUILD_COMPLETIONS,
     TOPIC_BUILD_REQUESTS,
     TOPIC_BUILD_STATUS,
     BuildCompleted,
@@ -23,27 +22,33 @@ from gobuild.platform.events import (
     BuildTriggered,
     Event,
 )
-from gobuild.platform.records import Build, Project
-from gobuild.platform.state import BuildStore, ProjectStore
+from gobuild.platform.records import Build, BuildVariable, Project
+from gobuild.platform.stores.build_variables import BuildVariableStore
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.projects import ProjectStore
 
 log = logging.getLogger(__name__)
 
 
-def resolve_config(settings: Settings, project: Project) -> BuildConfig:
-    """The limits and defaults a build runs with; the repository's gobuild.toml refines them."""
+def resolve_config(
+    settings: Settings, project: Project, variables: list[BuildVariable]
+) -> BuildConfig:
+    """The limits and defaults a build runs with, the project's build settings and the
+    variables of the build's target; the repository's gobuild.toml refines them. Secret values
+    stay encrypted: only a builder decrypts them."""
     return BuildConfig(
-        image=settings.build_image,
+        image=project.image or settings.build_image,
+        install=project.install_command,
+        build=project.build_command,
+        output=project.output_dir,
+        root_dir=project.root_dir,
+        env={v.name: v.value for v in variables if not v.secret},
+        secret_env={v.name: v.value for v in variables if v.secret},
         timeout_seconds=settings.build_timeout_seconds,
         memory_mb=settings.build_memory_mb,
         cpus=settings.build_cpus,
         pids_limit=settings.build_pids_limit,
     )
-
-
-def cache_key(project: Project, build: Build) -> str:
-    """Builds of one project and branch share dependency caches."""
-    scope = f"{project.id}:{build.branch or build.tag or 'detached'}"
-    return hashlib.sha256(scope.encode()).hexdigest()[:32]
 
 
 class Dispatcher:
@@ -55,11 +60,14 @@ class Dispatcher:
         builds: BuildStore,
         projects: ProjectStore,
         producer: EventProducer,
+        variables: BuildVariableStore | None = None,
     ) -> None:
         self.settings = settings
         self.builds = builds
         self.projects = projects
         self.producer = producer
+        # The projects' build variables are kept beside the projects.
+        self.variables = variables or BuildVariableStore(projects.redis)
 
     async def handle_trigger(self, trigger: BuildTriggered) -> None:
         build = await self.builds.get(trigger.build_id)
@@ -81,38 +89,52 @@ class Dispatcher:
             )
             return
         if build.number is None:
+            # The number reaches everyone with the `dispatched` event below.
             build = (
                 await self.builds.update(build.id, number=await self.builds.next_number(project.id))
                 or build
             )
-            await self._publish_status(build, BuildState.QUEUED)
         if build.state == BuildState.QUEUED:
-            build = await self._transition(build, BuildState.DISPATCHED)
+            try:
+                build = await self._transition(build, BuildState.DISPATCHED)
+            except IllegalTransition:
+                # It ended meanwhile (a cancel the gateway applied): nothing to dispatch.
+                await self.builds.forget_trigger(build.id)
+                return
+        # A crash before the request is out leaves the trigger pending: the sweep dispatches it
+        # again and builders drop a request for a build that is already claimed or finished.
+        await self.publish_request(build, project)
+        await self.builds.forget_trigger(build.id)
+        log.info("dispatched build %s (#%s of %s)", build.id, build.number, project.name)
+
+    async def publish_request(self, build: Build, project: Project) -> None:
+        """Publish the build job for the builders' group (again, when the first was lost)."""
+        target = "production" if build.production else "preview"
+        variables = await self.variables.for_target(project.id, target)
         request = BuildRequested(
             build_id=build.id,
             project_id=project.id,
             project_name=project.name,
             number=build.number or 0,
+            source=build.source,
             repo_url=project.repo_url,
             ref=build.ref,
             branch=build.branch,
             commit_sha=build.commit_sha,
             production=build.production,
-            config=resolve_config(self.settings, project),
-            cache_key=cache_key(project, build),
+            config=resolve_config(self.settings, project, variables),
+            repo_credentials=project.repo_credentials,
+            trusted_source=project.trusted_source,
         )
-        # A crash before this line leaves the trigger pending: the sweep dispatches it again and
-        # builders drop a request for a build that is already claimed or finished.
         await self.producer.publish(TOPIC_BUILD_REQUESTS, request)
-        await self.builds.forget_trigger(build.id)
-        log.info("dispatched build %s (#%s of %s)", build.id, build.number, project.name)
 
     async def handle_record(self, event: Event) -> None:
-        """Keep the build record current from `build-status` and `build-completions`."""
+        """Keep the build record current from the builders' `build-status` and
+        `build-completions` events (this service applied its own before publishing them)."""
         try:
-            if isinstance(event, BuildStatusChanged):
+            if isinstance(event, BuildStatusChanged) and event.builder_id is not None:
                 await self.builds.apply_status(event)
-            elif isinstance(event, BuildCompleted):
+            elif isinstance(event, BuildCompleted) and event.builder_id is not None:
                 await self.builds.apply_completion(event)
         except IllegalTransition as exc:
             log.warning(
@@ -140,25 +162,6 @@ class Dispatcher:
         await self.producer.publish(TOPIC_BUILD_STATUS, event)
         return updated or build
 
-    async def _publish_status(self, build: Build, state: BuildState) -> None:
-        await self.producer.publish(
-            TOPIC_BUILD_STATUS,
-            BuildStatusChanged(
-                build_id=build.id, project_id=build.project_id, state=state, number=build.number
-            ),
-        )
-
     async def _end_before_running(self, build: Build, state: BuildState, reason: str) -> None:
-        build = await self._transition(build, state, reason)
-        await self.producer.publish(
-            TOPIC_BUILD_COMPLETIONS,
-            BuildCompleted(
-                build_id=build.id,
-                project_id=build.project_id,
-                state=state,
-                duration_seconds=0.0,
-                error=reason,
-            ),
-        )
+        await end_unheld_build(self.builds, self.producer, build, state, reason)
         await self.builds.forget_trigger(build.id)
-        log.info("build %s ended %s: %s", build.id, state.value, reason)

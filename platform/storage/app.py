@@ -1,7 +1,8 @@
-"""The storage service: artifacts, build logs and deployment content under `data_dir`.
+"""The storage service: artifacts, build logs, deployment content and caches under `data_dir`.
 
 `create_app(settings)` builds the Quart app; the `build-logs` consumer starts with the
-server (`before_serving`) and stops with it.
+server (`before_serving`) and stops with it. Every route but `/healthz` answers only requests
+that carry the internal token; without a configured token the app refuses to be built.
 """
 
 from __future__ import annotations
@@ -13,20 +14,30 @@ from collections.abc import Awaitable, Callable
 
 from quart import Quart, Response, request
 
+from gobuild.platform.api_errors import error_response, register_error_handlers
 from gobuild.platform.config import Settings
-from gobuild.platform.storage import artifact_routes, deployment_routes, log_routes
+from gobuild.platform.storage import (
+    artifact_routes,
+    cache_routes,
+    deployment_routes,
+    log_routes,
+)
 from gobuild.platform.storage.archive import ArchiveLimits
 from gobuild.platform.storage.artifacts import DEFAULT_MAX_ARTIFACT_BYTES, ArtifactStore
-from gobuild.platform.storage.deployments import DeploymentStore
-from gobuild.platform.storage.errors import error_response, register_error_handlers
+from gobuild.platform.storage.caches import CacheBlobs
+from gobuild.platform.storage.deployments import DeploymentFiles
 from gobuild.platform.storage.log_consumer import LogConsumer
 from gobuild.platform.storage.logs import LogStore
 from gobuild.platform.storage.services import EXTENSION_KEY, StorageServices
+from gobuild.platform.storage_client import (
+    HEALTH_PATH,
+    INTERNAL_TOKEN_HEADER,
+    require_internal_token,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "storage"
-INTERNAL_TOKEN_HEADER = "X-GoBuild-Internal-Token"
 HEALTH_ENDPOINT = "healthz"
 # Quart's limit on waiting for a whole body; uploads are streamed, but keep it generous.
 BODY_TIMEOUT_SECONDS = 3600
@@ -39,7 +50,11 @@ def create_app(
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
     archive_limits: ArchiveLimits | None = None,
 ) -> Quart:
-    """The storage app. `consume_logs=False` serves without the `build-logs` consumer."""
+    """The storage app. `consume_logs=False` serves without the `build-logs` consumer.
+
+    Raises `MissingInternalToken` when GOBUILD_INTERNAL_TOKEN is empty.
+    """
+    token = require_internal_token(settings, "storage")
     app = Quart(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_artifact_bytes
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT_SECONDS
@@ -48,8 +63,9 @@ def create_app(
     storage = StorageServices(
         settings=settings,
         artifacts=artifacts,
-        deployments=DeploymentStore(settings.deployments_dir, artifacts, archive_limits),
+        deployments=DeploymentFiles(settings.deployments_dir, artifacts, archive_limits),
         logs=LogStore(settings.logs_dir),
+        caches=CacheBlobs(settings.caches_dir, settings.cache_max_bytes),
     )
     app.extensions[EXTENSION_KEY] = storage
     consumer = LogConsumer(settings, storage.logs) if consume_logs else None
@@ -60,6 +76,12 @@ def create_app(
         removed = await storage.deployments.remove_interrupted()
         if removed:
             log.info("removed %d interrupted deployment extractions", removed)
+        removed = await storage.artifacts.remove_partial_uploads()
+        if removed:
+            log.info("removed %d partial artifact uploads left by a crash", removed)
+        removed = await storage.caches.remove_partial_uploads()
+        if removed:
+            log.info("removed %d partial cache uploads left by a crash", removed)
         if consumer is not None:
             consumer.start()
         log.info("storage serving files under %s", settings.data_dir)
@@ -70,16 +92,16 @@ def create_app(
         if consumer is not None:
             await consumer.stop()
 
-    @app.get("/healthz", endpoint=HEALTH_ENDPOINT)
+    @app.get(HEALTH_PATH, endpoint=HEALTH_ENDPOINT)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    if settings.internal_token:
-        app.before_request(_require_internal_token(settings.internal_token))
+    app.before_request(_require_internal_token(token))
     register_error_handlers(app)
     app.register_blueprint(artifact_routes.blueprint)
     app.register_blueprint(deployment_routes.blueprint)
     app.register_blueprint(log_routes.blueprint)
+    app.register_blueprint(cache_routes.blueprint)
     return app
 
 
@@ -101,5 +123,6 @@ def _require_internal_token(token: str) -> Callable[[], Awaitable[Response | Non
 
 
 def _create_folders(settings: Settings) -> None:
-    for folder in (settings.artifacts_dir, settings.logs_dir, settings.deployments_dir):
+    folders = (settings.artifacts_dir, settings.logs_dir, settings.deployments_dir)
+    for folder in (*folders, settings.caches_dir):
         folder.mkdir(parents=True, exist_ok=True)

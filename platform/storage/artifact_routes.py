@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from gobuild.platform.storage.artifacts import ArtifactTooLargeError, ChecksumMismatchError
-from gobuild.platform.storage.errors import ApiError
+from gobuild.platform.api_errors import ApiError
+from gobuild.platform.storage.artifacts import (
+    ArtifactTooLargeError,
+    ArtifactWriteError,
+    ChecksumMismatchError,
+)
 from gobuild.platform.storage.file_response import file_response
 from gobuild.platform.storage.identifiers import require_build_id
 from gobuild.platform.storage.services import services
+from gobuild.platform.storage_client import CHECKSUM_HEADER
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("artifacts", __name__)
 
-CHECKSUM_HEADER = "X-Checksum-Sha256"
 ARTIFACT_CONTENT_TYPE = "application/gzip"
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # An upload that sends nothing for this long is abandoned; a slow but moving one is not.
@@ -57,6 +63,10 @@ async def upload_artifact(build_id: str) -> tuple[dict[str, object], int]:
         raise ApiError(
             408, "upload stalled", f"no data for {UPLOAD_IDLE_TIMEOUT_SECONDS:.0f}s"
         ) from exc
+    except ArtifactWriteError as exc:
+        log.error("%s", exc)
+        status = 507 if exc.disk_full else 500
+        raise ApiError(status, "artifact not stored", str(exc)) from exc
     return ref.model_dump(), 201
 
 

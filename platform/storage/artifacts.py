@@ -1,28 +1,34 @@
 """Build artifacts on disk: `<build_id>.tar.gz` plus its checksum in sha256sum format.
 
 An upload streams to a temporary file while it is hashed; only a complete upload whose
-checksum matches is renamed into place, so readers never see a partial archive.
+checksum matches is renamed into place, so readers never see a partial archive. A crash
+mid-upload leaves the temporary file behind; `remove_partial_uploads` clears those at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from gobuild.platform.events import ArtifactRef
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ARCHIVE_SUFFIX = ".tar.gz"
 CHECKSUM_SUFFIX = ".sha256"
+# Temporary files: `.<build_id>.<random>.upload` (an upload) and `.<archive>.sha256.tmp`.
+UPLOAD_SUFFIX = ".upload"
+TEMP_CHECKSUM_SUFFIX = CHECKSUM_SUFFIX + ".tmp"
 DEFAULT_MAX_ARTIFACT_BYTES = 2 * 1024**3
 # Chunks from the network are small; write in larger slices to keep thread hops few.
 WRITE_BUFFER_BYTES = 1024 * 1024
@@ -44,6 +50,17 @@ class ArtifactTooLargeError(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"artifact is larger than {limit} bytes")
         self.limit = limit
+
+
+class ArtifactWriteError(Exception):
+    """The upload could not be written to disk (full, read-only, gone); says which."""
+
+    def __init__(self, build_id: str, error: OSError) -> None:
+        reason = error.strerror or str(error) or type(error).__name__
+        if error.filename:
+            reason = f"{reason} ({error.filename})"
+        super().__init__(f"writing the artifact of {build_id} to disk failed: {reason}")
+        self.disk_full = error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def archive_name(build_id: str) -> str:
@@ -69,8 +86,9 @@ class ArtifactStore:
         self, build_id: str, chunks: AsyncIterable[bytes], expected_sha256: str | None = None
     ) -> ArtifactRef:
         """Stream `chunks` to disk; raises ChecksumMismatchError or ArtifactTooLargeError
-        (and keeps nothing) when the upload is not acceptable."""
-        file, temp_path = await asyncio.to_thread(self._create_temp_file, build_id)
+        (and keeps nothing) when the upload is not acceptable, ArtifactWriteError when the
+        disk refuses it."""
+        file, temp_path = await _on_disk(build_id, self._create_temp_file, build_id)
         hasher = hashlib.sha256()
         size = 0
         buffer = bytearray()
@@ -84,13 +102,13 @@ class ArtifactStore:
                 if len(buffer) >= WRITE_BUFFER_BYTES:
                     data = bytes(buffer)
                     buffer.clear()
-                    await asyncio.to_thread(_write_and_hash, file, hasher, data)
-            await asyncio.to_thread(_write_and_hash, file, hasher, bytes(buffer))
-            await asyncio.to_thread(_flush_and_close, file)
+                    await _on_disk(build_id, _write_and_hash, file, hasher, data)
+            await _on_disk(build_id, _write_and_hash, file, hasher, bytes(buffer))
+            await _on_disk(build_id, _flush_and_close, file)
             digest = hasher.hexdigest()
             if expected_sha256 is not None and expected_sha256 != digest:
                 raise ChecksumMismatchError(expected_sha256, digest)
-            await asyncio.to_thread(self._publish, build_id, temp_path, digest)
+            await _on_disk(build_id, self._publish, build_id, temp_path, digest)
             published = True
         finally:
             if not published:
@@ -101,6 +119,10 @@ class ArtifactStore:
         log.info("stored artifact %s (%d bytes, sha256 %s)", build_id, size, digest)
         return ArtifactRef(name=archive_name(build_id), sha256=digest, size=size)
 
+    async def remove_partial_uploads(self) -> int:
+        """Remove the temporary files of uploads a crash cut short; call before serving."""
+        return await asyncio.to_thread(self._remove_partial_uploads)
+
     async def describe(self, build_id: str) -> ArtifactRef | None:
         """The stored artifact's name, checksum and size, or None if there is none."""
         return await asyncio.to_thread(self._describe, build_id)
@@ -110,7 +132,7 @@ class ArtifactStore:
 
     def _create_temp_file(self, build_id: str) -> tuple[BinaryIO, Path]:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.root, prefix=f".{build_id}.", suffix=".upload")
+        fd, name = tempfile.mkstemp(dir=self.root, prefix=f".{build_id}.", suffix=UPLOAD_SUFFIX)
         return os.fdopen(fd, "wb"), Path(name)
 
     def _publish(self, build_id: str, temp_path: Path, digest: str) -> None:
@@ -125,7 +147,7 @@ class ArtifactStore:
 
     def _write_checksum(self, build_id: str, digest: str) -> None:
         target = self.checksum_path(build_id)
-        temp = target.with_name(f".{target.name}.tmp")
+        temp = target.with_name(f".{archive_name(build_id)}{TEMP_CHECKSUM_SUFFIX}")
         temp.write_text(f"{digest}  {archive_name(build_id)}\n", encoding="ascii")
         os.replace(temp, target)
 
@@ -142,6 +164,18 @@ class ArtifactStore:
                 self._write_checksum(build_id, digest)
         return ArtifactRef(name=archive_name(build_id), sha256=digest, size=size)
 
+    def _remove_partial_uploads(self) -> int:
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for path in self.root.iterdir():
+            name = path.name
+            partial = name.startswith(".") and name.endswith((UPLOAD_SUFFIX, TEMP_CHECKSUM_SUFFIX))
+            if partial and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def _delete(self, build_id: str) -> bool:
         with self._publish_lock:
             existed = self.archive_path(build_id).exists()
@@ -149,6 +183,14 @@ class ArtifactStore:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         return existed
+
+
+async def _on_disk(build_id: str, func: Callable[..., T], *args: Any) -> T:
+    """Run a blocking file operation in a thread; an OSError becomes ArtifactWriteError."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except OSError as exc:
+        raise ArtifactWriteError(build_id, exc) from exc
 
 
 def _write_and_hash(file: BinaryIO, hasher: hashlib._Hash, data: bytes) -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 from quart import Blueprint, Response
 
+from gobuild.platform.api_errors import ApiError
 from gobuild.platform.storage.archive import InvalidArchiveError, UnsafeArchiveError
 from gobuild.platform.storage.content_types import content_type_for
 from gobuild.platform.storage.deployments import ArtifactMissingError, DeploymentConflictError
-from gobuild.platform.storage.errors import ApiError
 from gobuild.platform.storage.file_response import file_response
 from gobuild.platform.storage.identifiers import (
     BUILD_ID_PATTERN,

@@ -64,7 +64,7 @@ class DeploymentConflictError(Exception):
         self.build_id = build_id
 
 
-class DeploymentStore:
+class DeploymentFiles:
     def __init__(
         self, root: Path, artifacts: ArtifactStore, limits: ArchiveLimits | None = None
     ) -> None:

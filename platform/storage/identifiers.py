@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from gobuild.platform.storage.errors import ApiError
+from gobuild.platform.api_errors import ApiError
 
 BUILD_ID_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
 DEPLOYMENT_ID_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")

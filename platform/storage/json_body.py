@@ -3,12 +3,12 @@ MAX_CONTENT_LENGTH is sized for artifact uploads)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from quart import request
 
-from gobuild.platform.storage.errors import ApiError
+from gobuild.platform.api_errors import ApiError
+from gobuild.platform.request_json import InvalidJson, parse_json_body
 
 MAX_JSON_BODY_BYTES = 64 * 1024
 
@@ -25,9 +25,9 @@ async def read_json_object(max_bytes: int = MAX_JSON_BODY_BYTES) -> dict[str, An
                 413, "request too large", f"a JSON body may be at most {max_bytes} bytes"
             )
     try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(400, "invalid json", str(exc)) from exc
+        value = parse_json_body(bytes(body))
+    except InvalidJson as exc:
+        raise ApiError(400, "invalid json", str(exc)) from None
     if not isinstance(value, dict):
         raise ApiError(400, "invalid json", "the body must be a JSON object")
     return value

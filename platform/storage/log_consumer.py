@@ -13,7 +13,13 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from gobuild.platform.bus import decode_record, ensure_topics, make_consumer
+from gobuild.platform.bus import (
+    TOPIC_CHECK_SECONDS,
+    decode_record,
+    ensure_topics,
+    make_consumer,
+    restore_topics,
+)
 from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_LOGS, LogChunk
 from gobuild.platform.storage.identifiers import is_valid_build_id
@@ -107,7 +113,13 @@ class LogConsumer:
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         retry_delay = RETRY_MIN_SECONDS
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + TOPIC_CHECK_SECONDS
         while not self._stopping.is_set():
+            if loop.time() >= next_check:
+                # A broker that lost `build-logs` gets it back; TopicsMissing rebuilds the consumer.
+                await restore_topics(self.settings, consumer, [TOPIC_BUILD_LOGS])
+                next_check = loop.time() + TOPIC_CHECK_SECONDS
             batches = await consumer.getmany(
                 timeout_ms=FETCH_TIMEOUT_MS, max_records=MAX_RECORDS_PER_FETCH
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from gobuild.platform.storage.errors import ApiError
+from gobuild.platform.api_errors import ApiError
 from gobuild.platform.storage.file_response import file_response
 from gobuild.platform.storage.identifiers import require_build_id
 from gobuild.platform.storage.services import services
@@ -13,6 +13,9 @@ blueprint = Blueprint("logs", __name__)
 
 LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
 COMPLETE_HEADER = "X-Log-Complete"
+# `<attempt>:<seq>` of the last chunk in the log served (absent before the first chunk), so a
+# reader that also follows `build-logs` knows which chunks the text already holds.
+POSITION_HEADER = "X-Log-Position"
 # A follower of a build that never finishes is let go after this long.
 MAX_FOLLOW_SECONDS = 2 * 3600
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
@@ -40,6 +43,7 @@ async def read_log(build_id: str) -> Response:
         return response
     if progress is None:
         raise ApiError(404, "log not found", f"build '{build_id}' has no log yet")
+    headers[POSITION_HEADER] = f"{progress.attempt}:{progress.seq}"
     return await file_response(
         store.log_path(build_id), size=progress.size, content_type=LOG_CONTENT_TYPE, headers=headers
     )

@@ -8,7 +8,8 @@ from quart import current_app
 
 from gobuild.platform.config import Settings
 from gobuild.platform.storage.artifacts import ArtifactStore
-from gobuild.platform.storage.deployments import DeploymentStore
+from gobuild.platform.storage.caches import CacheBlobs
+from gobuild.platform.storage.deployments import DeploymentFiles
 from gobuild.platform.storage.logs import LogStore
 
 EXTENSION_KEY = "gobuild.storage"
@@ -18,8 +19,9 @@ EXTENSION_KEY = "gobuild.storage"
 class StorageServices:
     settings: Settings
     artifacts: ArtifactStore
-    deployments: DeploymentStore
+    deployments: DeploymentFiles
     logs: LogStore
+    caches: CacheBlobs
 
 
 def services() -> StorageServices:

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from gobuild.platform.auth import redis_keys
 from gobuild.platform.auth.authentication import AuthenticationError
 from gobuild.platform.auth.permissions import Action, Scope, is_allowed
 from gobuild.platform.auth.service import AuthService
 from gobuild.platform.auth.users import UnknownUser, UserError
 from gobuild.platform.events import utcnow
+from gobuild.platform.stores import keys as redis_keys
 
 
 @pytest.fixture

@@ -66,3 +66,34 @@ async def test_share_link_lifetime_is_bounded(auth: AuthService) -> None:
         await auth.share_links.create(
             "b_123", created_by="jane", ttl=auth.settings.share_link_max_ttl_seconds + 1
         )
+
+
+async def test_check_tells_revoked_expired_and_invalid_tokens_apart(auth: AuthService) -> None:
+    link, token = await auth.share_links.create("b_123", created_by="jane", ttl=3600)
+    checked = await auth.share_links.check(token)
+    assert checked.status == "valid" and checked.link == link
+
+    await auth.share_links.revoke(link.id)
+    assert (await auth.share_links.check(token)).status == "revoked"
+
+    _, short = await auth.share_links.create("b_123", created_by="jane", ttl=1)
+    await asyncio.sleep(1.1)
+    assert (await auth.share_links.check(short)).status == "expired"
+
+    header, payload, signature = token.split(".")
+    assert (await auth.share_links.check(f"{header}.{payload}x.{signature}")).status == "invalid"
+    assert (await auth.share_links.check("garbage")).status == "invalid"
+
+
+async def test_links_are_listed_by_project_and_their_token_can_be_shown_again(
+    auth: AuthService,
+) -> None:
+    link, token = await auth.share_links.create("b_1", "jane", 3600, project_id="p_1")
+    other, _ = await auth.share_links.create("b_2", "jane", 3600, project_id="p_2")
+    revoked, _ = await auth.share_links.create("b_1", "jane", 3600, project_id="p_1")
+    await auth.share_links.revoke(revoked.id)
+    assert [found.id for found in await auth.share_links.list_for_projects(["p_1"])] == [link.id]
+    both = await auth.share_links.list_for_projects(["p_1", "p_2"])
+    assert {found.id for found in both} == {link.id, other.id}
+    assert await auth.share_links.verify(auth.share_links.token_for(link)) == "b_1"
+    assert auth.share_links.token_for(link) == token

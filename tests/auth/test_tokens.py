@@ -11,7 +11,6 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from gobuild.platform.auth import redis_keys
 from gobuild.platform.auth.service import AuthService
 from gobuild.platform.auth.signing import derive_key, load_signing_secret
 from gobuild.platform.auth.tokens import (
@@ -23,6 +22,7 @@ from gobuild.platform.auth.tokens import (
 )
 from gobuild.platform.auth.users import UserStore
 from gobuild.platform.config import AuthSettings
+from gobuild.platform.stores import keys as redis_keys
 from tests.auth.conftest import JWT_SECRET
 
 
@@ -146,6 +146,29 @@ async def test_reusing_a_used_refresh_token_revokes_the_whole_family(auth: AuthS
     with pytest.raises(InvalidToken):
         await auth.tokens.rotate(stolen.refresh_token)
     assert await auth.tokens.rotate(other_login.refresh_token)
+
+
+async def test_reusing_a_refresh_token_revokes_the_access_tokens_of_that_login_too(
+    auth: AuthService,
+) -> None:
+    await auth.users.create("jane")
+    stolen = await auth.tokens.issue_token_pair("jane")
+    legit = await auth.tokens.rotate(stolen.refresh_token)
+    other_login = await auth.tokens.issue_token_pair("jane")
+    family = (await auth.tokens.verify_access_token(legit.access_token)).sid
+    assert family is not None
+    assert (await auth.tokens.verify_access_token(stolen.access_token)).sid == family
+
+    with pytest.raises(InvalidToken, match="already used"):
+        await auth.tokens.rotate(stolen.refresh_token)
+
+    for pair in (stolen, legit):
+        with pytest.raises(InvalidToken, match="revoked"):
+            await auth.tokens.verify_access_token(pair.access_token)
+    assert (await auth.tokens.verify_access_token(other_login.access_token)).sub == "jane"
+    # The marker lasts as long as an access token of that login can still be valid.
+    ttl = await auth.tokens.redis.ttl(redis_keys.key_revoked_refresh_family(family))
+    assert 0 < ttl <= auth.tokens.settings.access_token_ttl_seconds
 
 
 async def test_concurrent_use_of_one_refresh_token_counts_as_reuse(auth: AuthService) -> None:

@@ -41,15 +41,13 @@ from gobuild.platform.events import (
     LogChunk,
 )
 from gobuild.platform.records import Build, Project, new_id
-from gobuild.platform.state import (
-    BuildStore,
-    DeploymentStore,
-    ProjectStore,
-    key_build_claim,
-    key_builder_heartbeat,
-)
 from gobuild.platform.storage.app import create_app
-from tests.conftest import BUILD_IMAGE, GitRepo
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.deployment_records import DeploymentRecords
+from gobuild.platform.stores.keys import key_build_claim, key_builder_heartbeat
+from gobuild.platform.stores.outbox import PendingResult, ResultOutbox
+from gobuild.platform.stores.projects import ProjectStore
+from tests.conftest import BUILD_IMAGE, GitRepo, wait_until
 
 
 @dataclass
@@ -83,6 +81,7 @@ async def stack(
     kafka_bootstrap: str,
     redis_url: str,
     redis: aioredis.Redis,
+    producer: EventProducer,
     make_settings: Callable[..., Settings],
 ) -> AsyncIterator[Stack]:
     settings = make_settings(
@@ -93,6 +92,7 @@ async def stack(
         build_memory_mb=512,
         log_flush_interval_ms=20,
         internal_token="internal-secret",
+        allow_local_repos=True,
     )
     await wait_for_topics(settings)
     config = Config()
@@ -102,21 +102,19 @@ async def stack(
     server = asyncio.create_task(
         serve(create_app(settings, consume_logs=False), config, shutdown_trigger=stopped.wait)
     )
-    producer = EventProducer(settings, client_id="test")
-    await producer.start()
     headers = {"X-GoBuild-Internal-Token": settings.internal_token}
     async with httpx.AsyncClient(base_url=settings.storage_url, headers=headers) as storage:
-        async with asyncio.timeout(20):
-            while True:
-                try:
-                    if (await storage.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
+
+        async def healthy() -> bool:
+            try:
+                return (await storage.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
         try:
+            await wait_until(healthy, timeout=20, message="storage never answered /healthz")
             yield Stack(settings, redis, producer, storage)
         finally:
-            await producer.stop()
             stopped.set()
             await server
 
@@ -138,6 +136,7 @@ async def request_build(
         repo_url=str(repo.bare),
         provider="git",
         webhook_secret="whsec",
+        trusted_source=True,  # a local path: registered by an admin
     )
     assert await ProjectStore(stack.redis).create(project)
     build = Build(
@@ -171,6 +170,7 @@ async def request_build(
         project_id=project.id,
         project_name=project.name,
         number=1,
+        source=build.source,
         repo_url=build.repo_url,
         ref=build.ref,
         branch=build.branch,
@@ -179,7 +179,7 @@ async def request_build(
         config=BuildConfig(
             image=BUILD_IMAGE, timeout_seconds=timeout, memory_mb=512, cpus=1.0, pids_limit=256
         ),
-        cache_key="test",
+        trusted_source=project.trusted_source,
     )
     await stack.producer.publish(TOPIC_BUILD_REQUESTS, request)
     return request
@@ -316,9 +316,9 @@ async def test_successful_build_is_deployed_and_promoted(
     css = await stack.storage.get(f"/deployments/{deployment_id}/files/assets/site.css")
     assert css.text == "body{}\n"
 
-    stored = await DeploymentStore(stack.redis).get(deployment_id)
+    stored = await DeploymentRecords(stack.redis).get(deployment_id)
     assert stored is not None and stored.build_id == request.build_id
-    alias = await DeploymentStore(stack.redis).production_alias(request.project_id)
+    alias = await DeploymentRecords(stack.redis).production_alias(request.project_id)
     assert alias is not None and alias.deployment_id == deployment_id
 
     lines = seen.log_lines
@@ -450,12 +450,14 @@ async def wait_until_all_jobs_are_handled(settings: Settings) -> None:
             for p in reader.partitions_for_topic(TOPIC_BUILD_REQUESTS) or set()
         ]
         ends = await reader.end_offsets(partitions)
-        async with asyncio.timeout(60):
-            while True:
-                committed = {tp: await reader.committed(tp) for tp in partitions}
-                if all((committed[tp] or 0) >= end for tp, end in ends.items()):
-                    return
-                await asyncio.sleep(0.1)
+
+        async def all_committed() -> bool:
+            committed = {tp: await reader.committed(tp) for tp in partitions}
+            return all((committed[tp] or 0) >= end for tp, end in ends.items())
+
+        await wait_until(
+            all_committed, timeout=60, interval=0.1, message="the builders never took every job"
+        )
     finally:
         await reader.stop()
 
@@ -465,12 +467,14 @@ async def test_job_for_a_finished_build_is_skipped(
 ) -> None:
     sha = git_repo.commit({"index.html": "x"})
     job = await request_build(stack, git_repo, sha)
-    await observe(stack, job.build_id)
+    first = await observe(stack, job.build_id)
+    # What the orchestrator records from the builder's events (so its result is delivered).
     builds = BuildStore(stack.redis)
     for state in (BuildState.RUNNING, BuildState.SUCCEEDED):
         await builds.apply_status(
             BuildStatusChanged(build_id=job.build_id, project_id=job.project_id, state=state)
         )
+    await builds.apply_completion(first.completions[0])
 
     # The same job delivered again (as after a rebalance) must not build a second time.
     await stack.producer.publish(TOPIC_BUILD_REQUESTS, job)
@@ -554,3 +558,88 @@ async def test_job_held_by_a_builder_that_just_died_is_taken_over_not_dropped(
     # The dead builder's container of this build went before the build ran again.
     with pytest.raises(docker.errors.NotFound):
         ghost_container.reload()
+
+
+async def wait_for_completion(stack: Stack, build_id: str) -> Observed:
+    """The build's log chunks and completion, read until its completion arrived."""
+    topics = [TOPIC_BUILD_LOGS, TOPIC_BUILD_COMPLETIONS]
+    consumer = make_consumer(stack.settings, topics, None, client_id="test-completion")
+    await consumer.start()
+    seen = Observed()
+    try:
+        async with asyncio.timeout(60):
+            while not seen.completions:
+                event = decode_record(await consumer.getone())
+                if getattr(event, "build_id", None) != build_id:
+                    continue
+                if isinstance(event, BuildCompleted):
+                    seen.completions.append(event)
+                elif isinstance(event, LogChunk):
+                    seen.logs.append(event)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def test_a_result_left_in_the_outbox_is_delivered_and_its_build_not_run_again(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    sha = git_repo.commit({"index.html": "<p>built once</p>"})
+    # A builder ran the build and was gone before the orchestrator applied its result; the
+    # job comes back (the group re-delivers it, or the orchestrator requests it again).
+    build_id, project_id = new_id("b_"), new_id("p_")
+    result = PendingResult(
+        completion=BuildCompleted(
+            build_id=build_id,
+            project_id=project_id,
+            state=BuildState.SUCCEEDED,
+            duration_seconds=3.5,
+            deployment_id="site-gone1",
+            deployment_url="http://site-gone1.localhost/",
+            builder_id="gone-builder",
+        ),
+        status=BuildStatusChanged(
+            build_id=build_id,
+            project_id=project_id,
+            state=BuildState.SUCCEEDED,
+            builder_id="gone-builder",
+        ),
+    )
+    outbox = ResultOutbox(stack.redis)
+    await outbox.put(result)
+    await request_build(stack, git_repo, sha, build_id=build_id, project_id=project_id)
+
+    seen = await wait_for_completion(stack, build_id)
+
+    # The live builder published the gone builder's result, and did not build it again.
+    assert seen.completions == [result.completion]
+    assert seen.logs == []
+    assert leftover_containers(docker_client, build_id) == []
+    await wait_until_all_jobs_are_handled(stack.settings)
+    assert await outbox.holds(build_id)
+    # Once the orchestrator applied it, the result leaves the outbox.
+    builds = BuildStore(stack.redis)
+    await builds.apply_completion(result.completion)
+    await builds.apply_status(result.status)
+
+    async def delivered() -> bool:
+        return not await outbox.holds(build_id)
+
+    await wait_until(delivered, timeout=10, message="the applied result stayed in the outbox")
+
+
+async def test_a_job_sent_again_before_the_result_was_applied_does_not_run_it_twice(
+    stack: Stack, agent: Agent, git_repo: GitRepo
+) -> None:
+    sha = git_repo.commit({"index.html": "<p>once</p>"})
+    job = await request_build(stack, git_repo, sha)
+    # Sent again (the orchestrator's reconcile after a lost broker) while no orchestrator has
+    # applied the result yet: the record still says the build runs.
+    await stack.producer.publish(TOPIC_BUILD_REQUESTS, job)
+    await wait_until_all_jobs_are_handled(stack.settings)
+    seen = await observe(stack, job.build_id)
+
+    # One result (the outbox may publish it again, as the same event), one attempt, one deploy.
+    assert len({completion.event_id for completion in seen.completions}) == 1
+    assert {chunk.attempt for chunk in seen.logs} == {1}
+    assert len(await DeploymentRecords(stack.redis).list_for_project(job.project_id)) == 1

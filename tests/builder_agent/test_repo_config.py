@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gobuild.builder_agent.repo_config import RepoConfigError, resolve_plan
+from gobuild.builder_agent.repo_config import COREPACK, RepoConfigError, resolve_plan
 from gobuild.platform.events import BuildConfig
 
 
@@ -76,6 +76,11 @@ def test_repository_timeout_cannot_raise_the_project_limit(tmp_path: Path) -> No
         ("timeout = true", "'timeout'"),
         ("timeout = 0", "'timeout'"),
         ('image = ""', "'image'"),
+        ('image = "--privileged"', "'image'"),
+        ('image = "Node:20 bookworm"', "'image'"),
+        # An image id names whatever local image has it, another tenant's too.
+        (f'image = "sha256:{"a" * 64}"', "'image'"),
+        ('image = "4a5b6c7d8e9f"', "'image'"),
     ],
 )
 def test_invalid_gobuild_toml_is_rejected_naming_the_key(
@@ -148,7 +153,9 @@ def test_repository_with_nothing_to_build_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(RepoConfigError) as error:
         resolve_plan(tmp_path, project_config())
 
-    assert str(error.value) == "no gobuild.toml, package.json or index.html at the repository root"
+    assert str(error.value) == (
+        "no gobuild.toml, package.json, requirements.txt or index.html in the repository root"
+    )
 
 
 def test_project_settings_override_detection_and_gobuild_toml_overrides_both(
@@ -176,3 +183,87 @@ def test_project_settings_alone_are_enough_to_build(tmp_path: Path) -> None:
 
     assert plan.steps == (("build", "make"),)
     assert plan.output == "site"
+
+
+def test_test_command_runs_after_the_build(tmp_path: Path) -> None:
+    write(tmp_path, {"gobuild.toml": 'build = "make"\ntest = "npm test"\noutput = "site"\n'})
+
+    plan = resolve_plan(tmp_path, project_config())
+
+    assert plan.steps == (("build", "make"), ("test", "npm test"))
+
+
+@pytest.mark.parametrize(
+    ("lockfile", "manager"),
+    [("yarn.lock", "yarn"), ("pnpm-lock.yaml", "pnpm")],
+)
+def test_yarn_and_pnpm_lockfiles_install_frozen_through_corepack(
+    tmp_path: Path, lockfile: str, manager: str
+) -> None:
+    write(
+        tmp_path,
+        {"package.json": json.dumps({"scripts": {"build": "vite build"}}), lockfile: ""},
+    )
+
+    plan = resolve_plan(tmp_path, project_config())
+
+    assert plan.steps == (
+        ("install", f"{COREPACK} {manager} install --frozen-lockfile"),
+        ("build", f"{COREPACK} {manager} run build"),
+    )
+    assert plan.env["COREPACK_ENABLE_AUTO_PIN"] == "0"
+    assert plan.detected == f"{manager} ({lockfile})"
+
+
+def test_python_project_installs_requirements_into_a_venv_the_build_command_uses(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, {"requirements.txt": "markdown==3.6\n"})
+
+    plan = resolve_plan(tmp_path, project_config(build="python build.py", output="site"))
+
+    assert plan.steps == (
+        ("install", "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt"),
+        ("build", "python build.py"),
+    )
+    assert plan.env["PATH"].startswith("/workspace/.venv/bin:")
+    assert plan.detected == "Python (requirements.txt)"
+
+
+def test_root_dir_reads_gobuild_toml_and_detects_in_the_subfolder(tmp_path: Path) -> None:
+    (tmp_path / "apps" / "web").mkdir(parents=True)
+    write(tmp_path, {"gobuild.toml": 'build = "wrong"\n'})
+    write(tmp_path / "apps" / "web", {"requirements.txt": "", "gobuild.toml": 'build = "make"\n'})
+
+    plan = resolve_plan(tmp_path, project_config(root_dir="./apps/web/"))
+
+    assert plan.root_dir == "apps/web"
+    assert plan.workdir == "/workspace/apps/web"
+    assert plan.steps[-1] == ("build", "make")
+    assert plan.env["PATH"].startswith("/workspace/apps/web/.venv/bin:")
+
+
+@pytest.mark.parametrize("root_dir", ["../elsewhere", "/etc", "apps/../../x", "missing", "link"])
+def test_root_dir_outside_the_repository_or_missing_is_refused(
+    tmp_path: Path, root_dir: str
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "link").symlink_to(tmp_path)
+    write(repo, {"index.html": "hi"})
+
+    with pytest.raises(RepoConfigError, match="root_dir"):
+        resolve_plan(repo, project_config(root_dir=root_dir))
+
+
+def test_secret_variables_stay_encrypted_and_gobuild_toml_env_overrides_them(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, {"gobuild.toml": 'build = "make"\n[env]\nTOKEN = "from-repo"\n'})
+
+    plan = resolve_plan(
+        tmp_path, project_config(secret_env={"TOKEN": "cipher-1", "API_KEY": "cipher-2"})
+    )
+
+    assert plan.secret_env == {"API_KEY": "cipher-2"}
+    assert plan.env == {"TOKEN": "from-repo"}

@@ -202,10 +202,7 @@ def test_a_builder_killed_mid_build_loses_nothing(stack: Stack, git_repo: GitRep
     stack.create_project("survivor", git_repo.bare, SECRET)
     build_id = stack.push_webhook(git_repo.bare, sha, SECRET).json()["build_id"]
     running = stack.wait_for_build(build_id, until="running")
-    deadline = time.monotonic() + 30
-    while "started" not in stack.http.get(f"/api/builds/{build_id}/logs").text:
-        assert time.monotonic() < deadline, "the build never started its step"
-        time.sleep(0.1)
+    stack.wait_for_log(build_id, "started")
 
     [pid] = _builder_pids(stack)
     os.kill(pid, signal.SIGKILL)  # `gobuild dev` restarts it; the build must still finish
@@ -244,10 +241,7 @@ def test_cancelling_a_running_build_stops_it_and_leaves_no_container(
     sha = git_repo.commit({"gobuild.toml": toml, "index.html": "x"}, "long")
     stack.create_project("cancelled", git_repo.bare, SECRET)
     build_id = stack.push_webhook(git_repo.bare, sha, SECRET).json()["build_id"]
-    deadline = time.monotonic() + 30
-    while "working" not in stack.http.get(f"/api/builds/{build_id}/logs").text:
-        assert time.monotonic() < deadline, "the build never started its step"
-        time.sleep(0.1)
+    stack.wait_for_log(build_id, "working")
 
     started = time.monotonic()
     response = stack.http.post(f"/api/builds/{build_id}/cancel")

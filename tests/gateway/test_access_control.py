@@ -6,7 +6,8 @@ import re
 
 from quart import Quart
 
-from gobuild.platform.state import BuildStore, connect_redis
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.connection import connect_redis
 from tests.gateway.support import AUTH, Gateway
 
 
@@ -206,6 +207,9 @@ async def test_every_api_route_but_the_sign_in_ones_needs_credentials(gateway: G
         response = await gateway.client.open(path, method=method, json={})
         if path in public:
             assert response.status_code in (401, 422), (method, path)
+        elif path.startswith("/api/shared/"):  # opened by a share link's token alone
+            assert response.status_code == 404, (method, path)
+            assert (await response.get_json())["error"] == "share link not found"
         else:
             assert response.status_code == 401, (method, path)
             assert "Bearer" in response.headers["WWW-Authenticate"]

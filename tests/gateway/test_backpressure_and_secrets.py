@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from gobuild.platform.state import KEY_PENDING_TRIGGERS, BuildStore, connect_redis
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.connection import connect_redis
+from gobuild.platform.stores.keys import KEY_PENDING_TRIGGERS
 from tests.gateway.conftest import StartGateway
 from tests.gateway.support import AUTH, Gateway, fixture_body, published_triggers
 

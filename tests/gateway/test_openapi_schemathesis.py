@@ -109,7 +109,8 @@ class ServedGateway:
 
 
 def seed(base_url: str) -> dict[str, str]:
-    """A user with a project, a build and an API key, made through the API."""
+    """A user with a project, a build, a share link of it, an API key and an outgoing hook,
+    made through the API."""
     with httpx.Client(base_url=base_url, headers=AUTH, timeout=10) as client:
         user = {"username": "jane", "password": "password-of-jane"}
         client.post("/api/users", json=user).raise_for_status()
@@ -122,14 +123,24 @@ def seed(base_url: str) -> dict[str, str]:
         ).raise_for_status()
         project_id = project.json()["id"]
         build = client.post(f"/api/projects/{project_id}/builds", json={}, headers=jane)
+        build_id = build.raise_for_status().json()["build_id"]
+        link = client.post(f"/api/builds/{build_id}/share", json={}, headers=jane)
         key = client.post(
             "/api/keys", json={"name": "ci", "scopes": ["builds:read"]}, headers=jane
         ).raise_for_status()
+        hook = client.post(
+            f"/api/projects/{project_id}/hooks",
+            json={"url": "https://93.184.215.14/hook", "events": ["failed"]},
+            headers=jane,
+        ).raise_for_status()
     return {
         "project_ref": project_id,
-        "build_id": build.raise_for_status().json()["build_id"],
+        "build_id": build_id,
         "username": "jane",
         "key_id": key.json()["id"],
+        "hook_id": hook.json()["id"],
+        "link_id": link.raise_for_status().json()["id"],
+        "token": link.json()["token"],
     }
 
 

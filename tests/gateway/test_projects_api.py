@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from gobuild.platform.build_state import BuildState
-from gobuild.platform.state import BuildStore, connect_redis
+from gobuild.platform.repo_credentials import RepoCredentialCipher
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.connection import connect_redis
+from gobuild.platform.stores.projects import ProjectStore
+from tests.gateway.conftest import StartGateway
 from tests.gateway.support import AUTH, Gateway, basic, published_triggers
 
 
@@ -144,7 +152,7 @@ async def test_build_now_rejects_a_bad_branch_or_sha(gateway: Gateway) -> None:
         assert await BuildStore(redis).list_for_project(project["id"]) == []
 
 
-async def test_cancel_of_a_queued_build_is_accepted_and_recorded(gateway: Gateway) -> None:
+async def test_cancel_of_a_queued_build_ends_it_at_once(gateway: Gateway) -> None:
     project = await gateway.create_project()
     response = await gateway.client.post(
         f"/api/projects/{project['id']}/builds", json={}, headers=AUTH
@@ -152,10 +160,11 @@ async def test_cancel_of_a_queued_build_is_accepted_and_recorded(gateway: Gatewa
     build_id = (await response.get_json())["build_id"]
     response = await gateway.client.post(f"/api/builds/{build_id}/cancel", headers=AUTH)
     assert response.status_code == 202
+    assert (await response.get_json())["state"] == "cancelled"
     async with connect_redis(gateway.settings.redis_url) as redis:
         store = BuildStore(redis)
         assert await store.cancel_requested(build_id)
-        assert (await store.get(build_id)).state == BuildState.QUEUED  # type: ignore[union-attr]
+        assert (await store.get(build_id)).state == BuildState.CANCELLED  # type: ignore[union-attr]
 
 
 async def test_readyz_reports_each_dependency(gateway: Gateway) -> None:
@@ -166,3 +175,90 @@ async def test_readyz_reports_each_dependency(gateway: Gateway) -> None:
     # No orchestrator or storage runs in this test.
     assert response.status_code == 503
     assert body["checks"]["storage"].startswith("unreachable")
+
+
+async def test_only_admins_may_register_local_paths_and_only_when_local_repos_are_on(
+    start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    off = await start_gateway()
+    jane = await off.user_headers("jane")
+    for headers, reason in ((jane, "only accepted from instance admins"), (AUTH, "turned off")):
+        response = await off.client.post(
+            "/api/projects",
+            json={"name": "site", "repo_url": "/srv/git/other-tenant.git"},
+            headers=headers,
+        )
+        assert response.status_code == 422
+        body = await response.get_json()
+        assert body["error"] == "repository URL not allowed"
+        assert body["detail"][0]["field"] == "repo_url"
+        assert reason in body["detail"][0]["message"]
+
+    monkeypatch.setenv("GOBUILD_ALLOW_LOCAL_REPOS", "true")
+    on = await start_gateway()
+    for path in ("/srv/git/other-tenant.git", "/etc"):
+        response = await on.client.post(
+            "/api/projects", json={"name": "site", "repo_url": path}, headers=jane
+        )
+        assert response.status_code == 422, path
+    assert (await on.create_project(name="local", repo_url="/srv/git/site.git"))["repo_url"] == (
+        "/srv/git/site.git"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/site.git",
+        "http://localhost/site.git",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/site.git",
+        "http://2130706433/site.git",
+        "http://0x7f.1/site.git",
+        "http://10.0.0.8/site.git",
+        "http://site.localhost/site.git",
+    ],
+)
+async def test_repositories_on_internal_hosts_are_refused_for_non_admins(
+    gateway: Gateway, url: str
+) -> None:
+    jane = await gateway.user_headers("jane")
+
+    response = await gateway.client.post(
+        "/api/projects", json={"name": "site", "repo_url": url}, headers=jane
+    )
+
+    assert response.status_code == 422
+    assert (await response.get_json())["detail"][0]["field"] == "repo_url"
+    assert (await gateway.create_project(name="admins-may", repo_url=url))["repo_url"] == url
+
+
+async def test_credentials_in_the_repository_url_are_kept_encrypted_and_shown_as_stars(
+    gateway: Gateway,
+) -> None:
+    jane = await gateway.user_headers("jane")
+    url = "https://x-access-token:ghp_s3cret@github.com/jane/site.git"
+    shown = "https://***@github.com/jane/site.git"
+
+    created = await gateway.create_project(headers=jane, name="site", repo_url=url)
+    build_id = await gateway.start_build(created["id"], headers=jane)
+
+    answers = [
+        created,
+        await (await gateway.client.get(f"/api/projects/{created['id']}", headers=jane)).get_json(),
+        await (await gateway.client.get("/api/projects", headers=AUTH)).get_json(),
+        await (await gateway.client.get(f"/api/builds/{build_id}", headers=jane)).get_json(),
+    ]
+    assert created["repo_url"] == shown
+    assert answers[3]["repo_url"] == shown
+    assert all("ghp_s3cret" not in json.dumps(answer) for answer in answers)
+    (trigger,) = await published_triggers(gateway.settings, expected=1)
+    assert trigger.repo_url == shown
+    async with connect_redis(gateway.settings.redis_url) as redis:
+        stored = await ProjectStore(redis).get(created["id"])
+        assert stored is not None
+        assert "ghp_s3cret" not in stored.model_dump_json()
+        assert stored.repo_credentials is not None
+        cipher = await RepoCredentialCipher.load(redis, gateway.settings)
+        assert cipher.decrypt(stored.repo_credentials) == "x-access-token:ghp_s3cret"
+        assert stored.trusted_source is False

@@ -121,6 +121,32 @@ async def test_refresh_rotates_and_reusing_an_old_refresh_token_revokes_the_logi
     assert response.status_code == 200
 
 
+async def test_reusing_a_refresh_token_locks_out_the_access_tokens_of_that_login_at_once(
+    gateway: Gateway,
+) -> None:
+    await gateway.create_user("jane")
+    stolen = await gateway.login("jane")
+    other_login = await gateway.login("jane")
+    response = await gateway.client.post(
+        "/api/auth/refresh", json={"refresh_token": stolen["refresh_token"]}
+    )
+    rotated = await response.get_json()
+    for pair in (stolen, rotated, other_login):
+        assert (await me(gateway, bearer(pair["access_token"])))[0] == 200
+
+    # The attacker replays the used refresh token: every token of that login stops working,
+    # the access tokens too (not only when they expire); the other login keeps working.
+    reuse = await gateway.client.post(
+        "/api/auth/refresh", json={"refresh_token": stolen["refresh_token"]}
+    )
+    assert reuse.status_code == 401
+    for pair in (stolen, rotated):
+        status, body = await me(gateway, bearer(pair["access_token"]))
+        assert status == 401
+        assert body["detail"] == "invalid access token: it was revoked"
+    assert (await me(gateway, bearer(other_login["access_token"])))[0] == 200
+
+
 async def test_logout_revokes_the_access_token_and_the_refresh_token_at_once(
     gateway: Gateway,
 ) -> None:

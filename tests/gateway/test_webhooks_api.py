@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from gobuild.platform.state import BuildStore, connect_redis
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.connection import connect_redis
 from tests.gateway.support import Gateway, fixture_body, published_triggers
 
 SECRET = "s3cret-webhook-value-0123456789"
@@ -74,6 +75,28 @@ async def test_redelivered_github_delivery_creates_no_second_build(gateway: Gate
     assert body["build_id"] == (await first.get_json())["build_id"]
     assert len(await builds_of(gateway, project["id"])) == 1
     assert len(await published_triggers(gateway.settings, expected=1)) == 1
+
+
+async def test_delivery_without_an_id_is_deduplicated_by_its_body(gateway: Gateway) -> None:
+    project = await gateway.create_project(webhook_secret=SECRET)
+    payload = fixture_body("github/push-branch-created.json")
+    first = await gateway.github_push(payload, SECRET, delivery=None)
+    again = await gateway.github_push(payload, SECRET, delivery=None)
+    assert first.status_code == 202
+    assert again.status_code == 200
+    body = await again.get_json()
+    assert body["duplicate"] is True
+    assert body["build_id"] == (await first.get_json())["build_id"]
+    assert "was received before" in body["detail"]
+
+    other = {
+        **payload,
+        "after": "1" * 40,
+        "head_commit": {**payload["head_commit"], "id": "1" * 40},
+    }
+    assert (await gateway.github_push(other, SECRET, delivery=None)).status_code == 202
+    assert len(await builds_of(gateway, project["id"])) == 2
+    assert len(await published_triggers(gateway.settings, expected=2)) == 2
 
 
 async def test_branch_or_tag_deletion_creates_no_build(gateway: Gateway) -> None:

@@ -20,13 +20,13 @@ def test_events_round_trip_through_json_with_their_type_and_version() -> None:
         project_id="p_1",
         project_name="site",
         number=3,
+        source="github",
         repo_url="https://example.com/site.git",
         ref="refs/heads/main",
         branch="main",
         commit_sha="a" * 40,
         production=True,
         config=BuildConfig(image="img", timeout_seconds=60, memory_mb=256, cpus=1, pids_limit=64),
-        cache_key="k",
     )
     parsed = parse_event(encode_event(request))
     assert parsed == request

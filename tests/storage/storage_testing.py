@@ -1,4 +1,5 @@
-"""Helpers for the storage tests: tar.gz archives built in memory and a real Hypercorn
+"""Helpers for the storage tests: the app with a test client that presents the internal
+token (as the gateway and builders do), tar.gz archives built in memory and a real Hypercorn
 server running the app in the test's event loop."""
 
 from __future__ import annotations
@@ -9,15 +10,49 @@ import tarfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart
 from quart.testing import QuartClient
+from quart.typing import TestHTTPConnectionProtocol
+from quart.wrappers import Response
+from werkzeug.datastructures import Headers
 
 from gobuild.platform.config import Settings
 from gobuild.platform.devstack import free_port
+from gobuild.platform.storage.app import create_app
+from gobuild.platform.storage.services import EXTENSION_KEY, StorageServices
+from gobuild.platform.storage_client import INTERNAL_TOKEN_HEADER
+
+
+class InternalClient(QuartClient):
+    """A test client that presents the app's internal token unless the test sets the header."""
+
+    def _with_token(self, headers: dict[str, str] | Headers | None) -> Headers:
+        services: StorageServices = self.app.extensions[EXTENSION_KEY]
+        merged = Headers(headers)
+        merged.setdefault(INTERNAL_TOKEN_HEADER, services.settings.internal_token)
+        return merged
+
+    async def open(  # type: ignore[override]
+        self, path: str, *, headers: dict[str, str] | Headers | None = None, **kwargs: Any
+    ) -> Response:
+        return await super().open(path, headers=self._with_token(headers), **kwargs)
+
+    def request(  # type: ignore[override]
+        self, path: str, *, headers: dict[str, str] | Headers | None = None, **kwargs: Any
+    ) -> TestHTTPConnectionProtocol:
+        return super().request(path, headers=self._with_token(headers), **kwargs)
+
+
+def create_storage_app(settings: Settings, **options: Any) -> Quart:
+    """The storage app whose `test_client()` presents the internal token."""
+    app = create_app(settings, **options)
+    app.test_client_class = InternalClient
+    return app
 
 
 @dataclass(frozen=True)

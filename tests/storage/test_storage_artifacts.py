@@ -7,10 +7,10 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 import httpx
-from storage_testing import StorageUnderTest, running_server
+from storage_testing import StorageUnderTest, create_storage_app, running_server
 
 from gobuild.platform.config import Settings
-from gobuild.platform.storage.app import create_app
+from gobuild.platform.storage_client import internal_headers
 
 
 def sha256(data: bytes) -> str:
@@ -146,10 +146,11 @@ async def test_large_chunked_upload_over_a_real_server_streams_in_and_out(
 ) -> None:
     settings = make_settings()
     data = os.urandom(24 * 1024 * 1024)  # over Quart's default 16 MiB body limit
-    app = create_app(settings, consume_logs=False)
+    app = create_storage_app(settings, consume_logs=False)
+    headers = internal_headers(settings.internal_token)
     async with (
         running_server(app) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=60) as client,
+        httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as client,
     ):
         response = await client.put(
             "/artifacts/big",
@@ -179,7 +180,7 @@ async def test_upload_over_the_size_limit_is_rejected_and_nothing_is_kept(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings()
-    app = create_app(settings, consume_logs=False, max_artifact_bytes=1024 * 1024)
+    app = create_storage_app(settings, consume_logs=False, max_artifact_bytes=1024 * 1024)
     data = os.urandom(3 * 1024 * 1024)
     async with app.test_app() as test_app:
         client = test_app.test_client()

@@ -7,10 +7,16 @@ from collections.abc import Callable
 
 import httpx
 from quart import Response
-from storage_testing import StorageUnderTest, build_tar_gz, file, running_server
+from storage_testing import (
+    StorageUnderTest,
+    build_tar_gz,
+    create_storage_app,
+    file,
+    running_server,
+)
 
 from gobuild.platform.config import Settings
-from gobuild.platform.storage.app import create_app
+from gobuild.platform.storage_client import internal_headers
 
 
 async def deploy(
@@ -183,8 +189,13 @@ async def test_deleted_deployment_is_no_longer_served(
 async def test_head_and_escaping_raw_paths_over_a_real_server(
     make_settings: Callable[..., Settings], site_archive: bytes
 ) -> None:
-    app = create_app(make_settings(), consume_logs=False)
-    async with running_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+    settings = make_settings()
+    app = create_storage_app(settings, consume_logs=False)
+    headers = internal_headers(settings.internal_token)
+    async with (
+        running_server(app) as base_url,
+        httpx.AsyncClient(base_url=base_url, headers=headers) as client,
+    ):
         await client.put("/artifacts/b1", content=site_archive)
         await client.post("/deployments/site", json={"build_id": "b1"})
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from storage_testing import create_storage_app
 
 from gobuild.platform.config import Settings
 from gobuild.platform.devstack import free_port
 from gobuild.platform.storage.app import create_app
+from gobuild.platform.storage_client import MissingInternalToken
 
 TOKEN = "s3cret-internal-token"
 
@@ -45,10 +47,39 @@ async def test_health_is_open_and_every_other_route_needs_the_internal_token(
         assert (await allowed.get_json())["error"] == "artifact not found"
 
 
+def test_storage_without_an_internal_token_refuses_to_start(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(MissingInternalToken, match="GOBUILD_INTERNAL_TOKEN is empty"):
+        create_app(make_settings(internal_token=""), consume_logs=False)
+
+
+def test_python_dash_m_without_an_internal_token_exits_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "GOBUILD_DATA_DIR": str(tmp_path / "data"),
+        "GOBUILD_STORAGE_PORT": str(free_port()),
+        "GOBUILD_INTERNAL_TOKEN": "",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gobuild.platform.storage"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "storage cannot start: GOBUILD_INTERNAL_TOKEN is empty" in stderr
+    assert "Traceback" not in stderr
+
+
 async def test_unknown_routes_and_methods_answer_json(
     make_settings: Callable[..., Settings],
 ) -> None:
-    app = create_app(make_settings(), consume_logs=False)
+    app = create_storage_app(make_settings(), consume_logs=False)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         missing = await client.get("/nothing/here")

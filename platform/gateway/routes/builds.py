@@ -7,6 +7,7 @@ from quart.typing import ResponseReturnValue
 from quart_schema import document_querystring, tag_blueprint, validate_response
 
 from gobuild.platform.auth.permissions import Action
+from gobuild.platform.gateway import cancellation
 from gobuild.platform.gateway.authorization import current_principal, require_in_project
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
@@ -14,6 +15,8 @@ from gobuild.platform.gateway.openapi import document_errors, document_raw_respo
 from gobuild.platform.gateway.schemas import BuildView, CancelAccepted, LogQuery
 from gobuild.platform.gateway.storage_proxy import open_storage_stream, relay_response
 from gobuild.platform.records import Build
+from gobuild.platform.repo_url import redact_url
+from gobuild.platform.storage_client import artifact_path, log_path
 
 blueprint = Blueprint("builds", __name__, url_prefix="/api/builds")
 tag_blueprint(blueprint, ["builds"])
@@ -21,8 +24,10 @@ tag_blueprint(blueprint, ["builds"])
 
 def build_view(ctx: GatewayContext, build: Build) -> BuildView:
     base = f"{ctx.settings.gateway_public_url}/api/builds/{build.id}"
+    # Builds recorded before credentials were split off projects still carry them.
+    shown = {**build.model_dump(), "repo_url": redact_url(build.repo_url)}
     return BuildView(
-        **build.model_dump(),
+        **shown,
         log_url=f"{base}/logs",
         artifact_url=f"{base}/artifact" if build.artifact else None,
     )
@@ -60,11 +65,15 @@ async def get_build(build_id: str) -> ResponseReturnValue:
 async def get_logs(build_id: str) -> ResponseReturnValue:
     """The build's console as plain text; `?follow=1` streams until the build ends."""
     ctx = gateway()
-    build = await find_build(ctx, build_id)
+    return await log_response(ctx, await find_build(ctx, build_id))
+
+
+async def log_response(ctx: GatewayContext, build: Build) -> ResponseReturnValue:
+    """The build's log from storage, streamed (followed live with `?follow=1`)."""
     follow = request.args.get("follow", "").lower() in {"1", "true", "yes"}
     upstream = await open_storage_stream(
         ctx,
-        f"/logs/{build.id}",
+        log_path(build.id),
         params={"follow": "1"} if follow else None,
         read_timeout=None if follow else 30.0,
     )
@@ -84,10 +93,14 @@ async def get_logs(build_id: str) -> ResponseReturnValue:
 async def get_artifact(build_id: str) -> ResponseReturnValue:
     """Download the build's output archive."""
     ctx = gateway()
-    build = await find_build(ctx, build_id)
+    return await artifact_response(ctx, await find_build(ctx, build_id))
+
+
+async def artifact_response(ctx: GatewayContext, build: Build) -> ResponseReturnValue:
+    """The build's output archive from storage, streamed."""
     if build.artifact is None:
         raise ApiError(404, "this build has no artifact", f"state is {build.state.value}")
-    upstream = await open_storage_stream(ctx, f"/artifacts/{build.id}", read_timeout=60.0)
+    upstream = await open_storage_stream(ctx, artifact_path(build.id), read_timeout=60.0)
     if upstream.status_code != 200:
         await upstream.aclose()
         raise ApiError(404, "artifact not found in storage", build.id)
@@ -98,10 +111,11 @@ async def get_artifact(build_id: str) -> ResponseReturnValue:
 @validate_response(CancelAccepted, 202)
 @document_errors(409)
 async def cancel_build(build_id: str) -> ResponseReturnValue:
-    """Cancel a queued or running build."""
+    """Cancel a queued or running build: one that no live builder holds is `cancelled` at
+    once (the answer says so); one a builder runs is stopped by that builder."""
     ctx = gateway()
     build = await find_build(ctx, build_id, Action.BUILD_CANCEL)
     if build.state.is_terminal:
         raise ApiError(409, "build already finished", f"state is {build.state.value}")
-    await ctx.builds.request_cancel(build.id)
+    build = await cancellation.cancel(ctx, build)
     return CancelAccepted(build_id=build.id, state=build.state.value, cancel_requested=True), 202

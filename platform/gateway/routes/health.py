@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
+from aiokafka.errors import KafkaError
 from quart import Blueprint, jsonify
 from quart.typing import ResponseReturnValue
 from quart_schema import document_response, tag_blueprint
 
+from gobuild.platform.bus import ensure_topics
 from gobuild.platform.gateway.context import gateway
 from gobuild.platform.gateway.openapi import public
 from gobuild.platform.gateway.schemas import Health, Readiness
+from gobuild.platform.storage_client import HEALTH_PATH
 
 blueprint = Blueprint("health", __name__)
 tag_blueprint(blueprint, ["health"])
@@ -43,7 +47,18 @@ async def _check_redis() -> str:
 
 
 async def _check_kafka() -> str:
-    return "ok" if await gateway().producer.ping() else "unreachable"
+    """The broker answers a metadata request and has every topic, each partition with a
+    leader. Missing topics (a broker that lost its data) are re-created for the next check."""
+    ctx = gateway()
+    try:
+        missing = await ctx.producer.missing_topics(timeout=3.0)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        return f"unreachable: {exc.__class__.__name__}"
+    if not missing:
+        return "ok"
+    with contextlib.suppress(KafkaError, TimeoutError, OSError):
+        await asyncio.wait_for(ensure_topics(ctx.settings, missing), 3.0)
+    return f"topics missing: {', '.join(missing)}"
 
 
 @blueprint.get("/readyz")
@@ -58,7 +73,7 @@ async def readyz() -> ResponseReturnValue:
         _check_kafka(),
         _check_redis(),
         _check_http(f"{ctx.settings.orchestrator_url}/healthz"),
-        _check_http(f"{ctx.settings.storage_url}/healthz"),
+        _check_http(ctx.settings.storage_url.rstrip("/") + HEALTH_PATH),
     )
     checks = dict(zip(names, results, strict=True))
     ready = all(result == "ok" for result in results)

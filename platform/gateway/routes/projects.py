@@ -19,7 +19,10 @@ from gobuild.platform.gateway.authorization import (
 )
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
+from gobuild.platform.gateway.host_names import reserved_project_names
 from gobuild.platform.gateway.openapi import document_errors
+from gobuild.platform.gateway.project_caches import cache_summary
+from gobuild.platform.gateway.repo_sources import admit_repository
 from gobuild.platform.gateway.routes.builds import build_view
 from gobuild.platform.gateway.schemas import (
     BuildAccepted,
@@ -45,6 +48,7 @@ def project_view(
     project: Project,
     principal: Principal,
     production_deployment_id: str | None = None,
+    production_pinned: bool = False,
 ) -> ProjectView:
     base = ctx.settings.gateway_public_url
     provider = "gitlab" if project.provider == "gitlab" else "github"
@@ -53,6 +57,7 @@ def project_view(
         production_url=ctx.settings.deployment_url(project.name),
         webhook_url=f"{base}/webhooks/{provider}",
         production_deployment_id=production_deployment_id,
+        production_pinned=production_pinned,
         role=principal.project_roles.get(project.id),
     )
 
@@ -75,15 +80,31 @@ async def find_project(
 @validate_response(ProjectCreated, 201)
 @document_errors(409)
 async def create_project(data: ProjectCreate) -> ResponseReturnValue:
-    """Register a repository as a project; the caller becomes its owner."""
+    """Register a repository as a project; the caller becomes its owner.
+
+    Names of GoBuild's own hosts (`api`, `www`, the public and dashboard hosts...) are refused.
+    Local paths and hosts on internal networks are refused (422) unless the caller is an
+    instance admin; credentials in the URL are kept encrypted and shown as `***`.
+    """
     principal = require(Action.PROJECT_CREATE)
     ctx = gateway()
+    reserved = reserved_project_names(ctx.settings, ctx.gateway_settings)
+    if data.name in reserved:
+        raise ApiError(
+            422,
+            "project name is reserved",
+            f"{data.name!r} is, or could become, one of GoBuild's own host names; choose "
+            f"another name (reserved: {', '.join(sorted(reserved))})",
+        )
     if await ctx.deployments.get(data.name):
         raise ApiError(409, "name is taken", f"{data.name!r} is already a deployment host name")
+    repository = await admit_repository(ctx, principal, data.repo_url)
     project = Project(
         id=new_id("p_"),
         name=data.name,
-        repo_url=data.repo_url,
+        repo_url=repository.repo_url,
+        repo_credentials=repository.repo_credentials,
+        trusted_source=repository.trusted_source,
         provider=data.provider,
         production_branch=data.production_branch,
         build_tags=data.build_tags,
@@ -120,11 +141,22 @@ async def list_projects() -> ResponseReturnValue:
 @blueprint.get("/<project_ref>")
 @validate_response(ProjectView)
 async def get_project(project_ref: str) -> ResponseReturnValue:
-    """One project, by id or name, with its current production deployment."""
+    """One project, by id or name, with its current production deployment, whether the
+    production alias is pinned to it, its cache hit rate and the size of its caches."""
     ctx = gateway()
     project = await find_project(ctx, project_ref)
     alias = await ctx.deployments.production_alias(project.id)
-    return project_view(ctx, project, current_principal(), alias.deployment_id if alias else None)
+    caches = await cache_summary(ctx, project.id)
+    view = project_view(
+        ctx,
+        project,
+        current_principal(),
+        alias.deployment_id if alias else None,
+        production_pinned=bool(alias and alias.pinned),
+    )
+    return view.model_copy(
+        update={"cache_hit_rate": caches.hit_rate, "cache_size_bytes": caches.total_bytes}
+    )
 
 
 @blueprint.get("/<project_ref>/builds")

@@ -1,11 +1,13 @@
 """`POST /webhooks/github` and `POST /webhooks/gitlab`: one URL serves every project.
 
 The project is found from the repository named in the payload; the delivery is accepted only
-if it is signed with that project's secret. Redeliveries (same delivery id) create no build.
+if it is signed with that project's secret. Redeliveries (same delivery id, or the same body
+when the delivery has no id) create no build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -28,7 +30,7 @@ from gobuild.platform.gateway.schemas import (
 from gobuild.platform.gateway.triggers import TriggerRequest, enqueue_builds
 from gobuild.platform.gateway.webhook_secrets import accepted_secrets
 from gobuild.platform.records import Project
-from gobuild.platform.state import key_delivery
+from gobuild.platform.stores.keys import key_delivery, key_delivery_body
 from gobuild.webhooks import (
     WebhookEvent,
     github_body_json,
@@ -61,8 +63,17 @@ async def _projects_for(ctx: GatewayContext, event: WebhookEvent) -> list[Projec
     return projects
 
 
+def _delivery_key(event: WebhookEvent, body: bytes) -> tuple[str, str]:
+    """The key marking a delivery as received, and how an answer names the delivery: by its
+    delivery id, or by the SHA-256 of its raw body when the provider sent no id."""
+    if event.delivery_id:
+        return key_delivery(event.provider, event.delivery_id), f"delivery {event.delivery_id}"
+    digest = hashlib.sha256(body).hexdigest()
+    return key_delivery_body(event.provider, digest), f"a delivery with body sha256 {digest}"
+
+
 async def _accept(
-    ctx: GatewayContext, event: WebhookEvent, projects: list[Project]
+    ctx: GatewayContext, event: WebhookEvent, projects: list[Project], body: bytes
 ) -> ResponseReturnValue:
     """Common rules for both providers once the signature has been checked."""
     if event.kind == "ping":
@@ -74,19 +85,15 @@ async def _accept(
         if not projects:
             return {"skipped": f"tag {event.tag}: the project does not build tags"}, 200
 
-    delivery_key = None
-    if event.delivery_id:
-        delivery_key = key_delivery(event.provider, event.delivery_id)
-        if not await ctx.redis.set(
-            delivery_key, "[]", nx=True, ex=ctx.settings.webhook_dedupe_seconds
-        ):
-            earlier = json.loads(await ctx.redis.get(delivery_key) or "[]")
-            return {
-                "duplicate": True,
-                "detail": f"delivery {event.delivery_id} was received before",
-                "build_id": earlier[0] if earlier else None,
-                "build_ids": earlier,
-            }, 200
+    delivery_key, delivery_name = _delivery_key(event, body)
+    if not await ctx.redis.set(delivery_key, "[]", nx=True, ex=ctx.settings.webhook_dedupe_seconds):
+        earlier = json.loads(await ctx.redis.get(delivery_key) or "[]")
+        return {
+            "duplicate": True,
+            "detail": f"{delivery_name} was received before",
+            "build_id": earlier[0] if earlier else None,
+            "build_ids": earlier,
+        }, 200
 
     trigger = TriggerRequest(
         source=event.provider,
@@ -101,14 +108,11 @@ async def _accept(
     try:
         builds = await enqueue_builds(ctx, projects, trigger)
     except Exception:
-        if delivery_key:  # not accepted: a redelivery must be able to try again
-            await ctx.redis.delete(delivery_key)
+        # Not accepted: a redelivery must be able to try again.
+        await ctx.redis.delete(delivery_key)
         raise
     build_ids = [b.id for b in builds]
-    if delivery_key:
-        await ctx.redis.set(
-            delivery_key, json.dumps(build_ids), ex=ctx.settings.webhook_dedupe_seconds
-        )
+    await ctx.redis.set(delivery_key, json.dumps(build_ids), ex=ctx.settings.webhook_dedupe_seconds)
     base = ctx.settings.gateway_public_url
     return {
         "build_id": build_ids[0],
@@ -159,7 +163,7 @@ async def github() -> ResponseReturnValue:
             "invalid signature",
             "X-Hub-Signature-256 does not match the project's webhook secret",
         )
-    return await _accept(ctx, event, verified)
+    return await _accept(ctx, event, verified, body)
 
 
 @blueprint.post("/gitlab")
@@ -186,4 +190,4 @@ async def gitlab() -> ResponseReturnValue:
         raise ApiError(
             401, "invalid token", "X-Gitlab-Token does not match the project's webhook secret"
         )
-    return await _accept(ctx, event, verified)
+    return await _accept(ctx, event, verified, body)

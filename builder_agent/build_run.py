@@ -1,0 +1,65 @@
+"""One attempt of one build on this builder, and how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gobuild.builder_agent.log_stream import LogStreamer
+from gobuild.builder_agent.resource_sampler import ResourceSample
+from gobuild.platform.build_state import BuildState
+from gobuild.platform.events import ArtifactRef, BuildRequested, CacheUse
+
+
+class BuildStopped(Exception):
+    """The build ends early with `state` (failed, timed out, cancelled) for `reason`."""
+
+    def __init__(self, state: BuildState, reason: str) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+@dataclass
+class Outcome:
+    state: BuildState
+    reason: str | None = None
+    artifact: ArtifactRef | None = None
+    deployment_id: str | None = None
+    deployment_url: str | None = None
+
+
+@dataclass
+class BuildRun:
+    """One attempt of one build on this builder."""
+
+    request: BuildRequested
+    attempt: int
+    logs: LogStreamer
+    workspace: Path
+    archive: Path
+    started: float
+    deadline: float
+    timeout_seconds: int
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    commit_sha: str | None = None
+    # The step it last reported (checkout, install, build, test, upload, deploy): where a
+    # build that does not succeed ended.
+    step: str | None = None
+    # The highest resource use of its steps so far (reported with the completion).
+    peak_cpu_percent: float | None = None
+    peak_memory_bytes: int | None = None
+    # How each cache was used so far (reported with the completion).
+    caches: list[CacheUse] = field(default_factory=list)
+
+    @property
+    def build_id(self) -> str:
+        return self.request.build_id
+
+    def record_peak(self, sample: ResourceSample) -> None:
+        self.peak_cpu_percent = max(self.peak_cpu_percent or 0.0, sample.cpu_percent)
+        self.peak_memory_bytes = max(self.peak_memory_bytes or 0, sample.memory_bytes)
+
+    def elapsed(self) -> float:
+        return asyncio.get_running_loop().time() - self.started

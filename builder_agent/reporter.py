@@ -1,0 +1,137 @@
+"""Telling the rest of GoBuild what happens to a build: status changes, the completion and the
+deployment's states, each an event on its topic keyed by build id.
+
+Progress (the running state, steps, resource samples, deployment states) is best effort: a
+broker that is down does not fail the build. The result is not: `result` builds it for the
+outbox (`ResultDelivery`), and `publish_result` raises when the broker does not take it."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.errors import KafkaError
+
+from gobuild.builder_agent.build_run import BuildRun, Outcome
+from gobuild.builder_agent.resource_sampler import ResourceSample
+from gobuild.platform.build_state import BuildState
+from gobuild.platform.bus import EventProducer
+from gobuild.platform.events import (
+    TOPIC_BUILD_COMPLETIONS,
+    TOPIC_BUILD_STATUS,
+    TOPIC_DEPLOYMENT_STATUS,
+    BuildCompleted,
+    BuildResourceSample,
+    BuildStatusChanged,
+    DeploymentState,
+    DeploymentStatusChanged,
+    Event,
+)
+from gobuild.platform.records import Deployment
+from gobuild.platform.stores.outbox import PendingResult
+
+log = logging.getLogger(__name__)
+
+
+class BuildReporter:
+    """Publishes one builder's events about the builds it runs."""
+
+    def __init__(self, producer: EventProducer, builder_id: str) -> None:
+        self.producer = producer
+        self.builder_id = builder_id
+
+    async def status(
+        self,
+        run: BuildRun,
+        state: BuildState,
+        *,
+        step: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """The build runs (now at `step`); best effort."""
+        if step is not None:
+            run.step = step
+        await self._publish_progress(
+            TOPIC_BUILD_STATUS, self._status_event(run, state, step=step, reason=reason)
+        )
+
+    def result(self, run: BuildRun, outcome: Outcome, duration: float) -> PendingResult:
+        """The build's completion and terminal status, as the outbox keeps them."""
+        completion = BuildCompleted(
+            build_id=run.build_id,
+            project_id=run.request.project_id,
+            state=outcome.state,
+            duration_seconds=round(duration, 3),
+            commit_sha=run.commit_sha,
+            artifact=outcome.artifact,
+            deployment_id=outcome.deployment_id,
+            deployment_url=outcome.deployment_url,
+            error=outcome.reason,
+            builder_id=self.builder_id,
+            peak_cpu_percent=run.peak_cpu_percent,
+            peak_memory_bytes=run.peak_memory_bytes,
+            caches=list(run.caches),
+        )
+        # A build that did not succeed ends at the step it was in ("failed at test").
+        step = None if outcome.state == BuildState.SUCCEEDED else run.step
+        status = self._status_event(run, outcome.state, step=step, reason=outcome.reason)
+        return PendingResult(completion=completion, status=status)
+
+    async def publish_result(self, result: PendingResult) -> None:
+        """The completion, then the terminal status; raises when the broker does not take them."""
+        await self.producer.publish(TOPIC_BUILD_COMPLETIONS, result.completion)
+        await self.producer.publish(TOPIC_BUILD_STATUS, result.status)
+
+    def _status_event(
+        self,
+        run: BuildRun,
+        state: BuildState,
+        *,
+        step: str | None = None,
+        reason: str | None = None,
+    ) -> BuildStatusChanged:
+        return BuildStatusChanged(
+            build_id=run.build_id,
+            project_id=run.request.project_id,
+            state=state,
+            number=run.request.number,
+            step=step,
+            reason=reason,
+            builder_id=self.builder_id,
+            commit_sha=run.commit_sha,
+            attempt=run.attempt,
+        )
+
+    async def _publish_progress(self, topic: str, event: Event) -> None:
+        try:
+            await self.producer.publish(topic, event)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            build_id = getattr(event, "build_id", "?")
+            log.warning("build %s: %s event not published (%r)", build_id, event.type, exc)
+
+    async def resources(self, run: BuildRun, step: str, sample: ResourceSample) -> None:
+        await self._publish_progress(
+            TOPIC_BUILD_STATUS,
+            BuildResourceSample(
+                build_id=run.build_id,
+                project_id=run.request.project_id,
+                step=step,
+                cpu_percent=sample.cpu_percent,
+                memory_bytes=sample.memory_bytes,
+                memory_limit_bytes=sample.memory_limit_bytes,
+            ),
+        )
+
+    async def deployment(
+        self, deployment: Deployment, state: DeploymentState, alias_url: str | None = None
+    ) -> None:
+        await self._publish_progress(
+            TOPIC_DEPLOYMENT_STATUS,
+            DeploymentStatusChanged(
+                deployment_id=deployment.id,
+                build_id=deployment.build_id,
+                project_id=deployment.project_id,
+                state=state,
+                url=deployment.url,
+                alias_url=alias_url,
+            ),
+        )

@@ -1,0 +1,197 @@
+"""Running one build job: skip it, wait for another builder's claim, or claim it and run it
+through the pipeline to its terminal state, leaving no container or file behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+
+import docker
+
+from gobuild.builder_agent.build_run import BuildRun, Outcome
+from gobuild.builder_agent.container import remove_build_containers
+from gobuild.builder_agent.delivery import ResultDelivery
+from gobuild.builder_agent.log_stream import LogStreamer
+from gobuild.builder_agent.pipeline import BuildPipeline
+from gobuild.builder_agent.reporter import BuildReporter
+from gobuild.platform.build_state import BuildState
+from gobuild.platform.bus import EventProducer
+from gobuild.platform.config import Settings
+from gobuild.platform.events import BuildRequested
+from gobuild.platform.records import Build
+from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.claims import BuildClaims
+
+log = logging.getLogger(__name__)
+
+# How often a job whose build another builder holds checks whether that builder is gone.
+CLAIM_WAIT_SECONDS = 3.0
+_CLEANUP_SECONDS = 30.0
+
+
+class BuildRunner:
+    """Takes a build job to its end on this builder; `running` holds the builds in progress."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        builder_id: str,
+        *,
+        producer: EventProducer,
+        builds: BuildStore,
+        claims: BuildClaims,
+        docker_client: docker.DockerClient,
+        pipeline: BuildPipeline,
+        reporter: BuildReporter,
+        delivery: ResultDelivery,
+    ) -> None:
+        self.settings = settings
+        self.builder_id = builder_id
+        self.producer = producer
+        self.builds = builds
+        self.claims = claims
+        self.docker = docker_client
+        self.pipeline = pipeline
+        self.reporter = reporter
+        self.delivery = delivery
+        self.running: dict[str, BuildRun] = {}
+
+    async def handle_request(self, request: BuildRequested) -> None:
+        """Run the requested build unless it is unknown, finished, run by another builder, or
+        its result waits in the outbox (a request sent again never runs a build twice)."""
+        build = await self.builds.get(request.build_id)
+        if build is None:
+            log.warning("build %s: no such build; skipping the job", request.build_id)
+            return
+        if build.state.is_terminal:
+            log.info("build %s: already %s; skipping the job", build.id, build.state.value)
+            return
+        while not await self.claims.claim(request.build_id):
+            # Another builder holds it. Committing now would lose the build if that builder
+            # has just died (its heartbeat outlives it by up to HEARTBEAT_TTL_SECONDS), so the
+            # job is kept until the build ends or the holder is gone and the claim is taken.
+            log.info("build %s: held by another builder; waiting", build.id)
+            await asyncio.sleep(CLAIM_WAIT_SECONDS)
+            build = await self.builds.get(request.build_id)
+            if build is None or build.state.is_terminal:
+                return
+        try:
+            # Under the claim: an attempt that ended just now has its result in the outbox (or
+            # applied) before it gave the claim up.
+            build = await self.builds.get(request.build_id)
+            if build is None or build.state.is_terminal:
+                return
+            if await self.delivery.is_pending(build.id):
+                log.info("build %s: its result waits for delivery; skipping the job", build.id)
+                return
+            attempt = await self.claims.next_attempt(build.id)
+            await self._run_build(request, build, attempt)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.claims.release(build.id), 5)
+
+    def cancel(self, build_id: str) -> bool:
+        """Cancel a build if it runs here; True if it did."""
+        run = self.running.get(build_id)
+        if run is None:
+            return False
+        log.info("build %s: cancel requested", build_id)
+        run.cancel.set()
+        return True
+
+    async def _run_build(self, request: BuildRequested, build: Build, attempt: int) -> None:
+        settings = self.settings
+        logs = LogStreamer(
+            self.producer,
+            settings,
+            build_id=request.build_id,
+            project_id=request.project_id,
+            attempt=attempt,
+        )
+        await logs.start()
+        now = asyncio.get_running_loop().time()
+        name = f"{request.build_id}-{attempt}"
+        run = BuildRun(
+            request=request,
+            attempt=attempt,
+            logs=logs,
+            workspace=settings.workspaces_dir / name,
+            archive=settings.workspaces_dir / f"{name}.tar.gz",
+            started=now,
+            deadline=now + request.config.timeout_seconds,
+            timeout_seconds=request.config.timeout_seconds,
+            commit_sha=request.commit_sha,
+        )
+        self.running[run.build_id] = run
+        finished = False
+        try:
+            if await self.builds.cancel_requested(run.build_id):
+                outcome = Outcome(BuildState.CANCELLED, "cancelled before it started")
+            else:
+                if build.state == BuildState.RUNNING or attempt > 1:
+                    await logs.system(f"Resuming after builder loss (attempt {attempt})")
+                    await self._remove_leftovers(run)
+                if build.state != BuildState.RUNNING:
+                    await self.reporter.status(run, BuildState.RUNNING)
+                outcome = await self.pipeline.execute(run)
+            # Containers and files go before the result is told: a finished build holds nothing.
+            await self._clean_up(run)
+            await self._finish(run, outcome)
+            finished = True
+        finally:
+            self.running.pop(run.build_id, None)
+            if not finished:
+                await self._clean_up(run)
+                # The builder is stopping (or broke) mid-build: this attempt's log ends here.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._abandon(run), 10)
+                await logs.abort()
+
+    async def _remove_leftovers(self, run: BuildRun) -> None:
+        """A lost builder's containers and workspaces of this build go before it runs again."""
+        await remove_build_containers(self.docker, run.build_id)
+        for stale in self.settings.workspaces_dir.glob(f"{run.build_id}-*"):
+            if stale != run.workspace and stale != run.archive:
+                if stale.is_dir():
+                    await asyncio.to_thread(shutil.rmtree, stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+
+    async def _abandon(self, run: BuildRun) -> None:
+        await run.logs.system("Builder stopped; the build will run again on another builder")
+        await run.logs.close(timeout=5)
+
+    async def _clean_up(self, run: BuildRun) -> None:
+        """Remove the build's containers, workspace and archive, even while being cancelled."""
+
+        async def clean() -> None:
+            with contextlib.suppress(Exception):
+                await remove_build_containers(self.docker, run.build_id, self.builder_id)
+            await asyncio.to_thread(shutil.rmtree, run.workspace, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(run.archive.unlink)
+
+        cleaning = asyncio.ensure_future(clean())
+        try:
+            await asyncio.wait_for(asyncio.shield(cleaning), _CLEANUP_SECONDS)
+        except TimeoutError:
+            log.warning("build %s: clean-up is taking longer than expected", run.build_id)
+
+    async def _finish(self, run: BuildRun, outcome: Outcome) -> None:
+        """Last log line, final chunk, then the result (completion and terminal status) through
+        the outbox."""
+        duration = run.elapsed()
+        if outcome.state == BuildState.SUCCEEDED:
+            last_line = f"Build succeeded in {duration:.1f}s"
+        elif outcome.state == BuildState.CANCELLED:
+            last_line = f"Build cancelled after {duration:.1f}s"
+        elif outcome.state == BuildState.TIMED_OUT:
+            last_line = f"Build {outcome.reason}"
+        else:
+            last_line = f"Build failed: {outcome.reason}"
+        await run.logs.system(last_line)
+        await run.logs.close()
+        log.info("build %s: %s", run.build_id, last_line)
+        await self.delivery.deliver(self.reporter.result(run, outcome, duration))

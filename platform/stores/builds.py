@@ -1,0 +1,241 @@
+"""Build records in Redis, the pending-trigger queue, cancel requests, and the state machine
+applied to every change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from gobuild.platform.build_state import BuildState, check_result_transition, check_transition
+from gobuild.platform.events import BuildCompleted, BuildStatusChanged, BuildTriggered, utcnow
+from gobuild.platform.records import Build
+from gobuild.platform.stores.keys import (
+    CHANNEL_CANCEL,
+    KEY_ACTIVE_BUILDS,
+    KEY_PENDING_TRIGGERS,
+    key_build,
+    key_build_attempts,
+    key_build_claim,
+    key_build_outbox,
+    key_build_requeues,
+    key_build_share_links,
+    key_cancel_requested,
+    key_project_build_seq,
+    key_project_builds,
+    key_trigger,
+)
+from gobuild.platform.stores.optimistic import optimistic_update
+
+
+class BuildStore:
+    """Build records and the state machine applied to them."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def record_trigger(self, build: Build, trigger: BuildTriggered) -> None:
+        """Durably record an accepted trigger before the gateway answers 202."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key_build(build.id), build.model_dump_json())
+            pipe.zadd(
+                key_project_builds(build.project_id), {build.id: build.created_at.timestamp()}
+            )
+            pipe.set(key_trigger(build.id), trigger.model_dump_json())
+            pipe.zadd(KEY_PENDING_TRIGGERS, {build.id: utcnow().timestamp()})
+            pipe.zadd(KEY_ACTIVE_BUILDS, {build.id: utcnow().timestamp()})
+            await pipe.execute()
+
+    async def pending_triggers(self, older_than: datetime | None = None) -> list[BuildTriggered]:
+        """Triggers the orchestrator has not processed yet (oldest first)."""
+        max_score = older_than.timestamp() if older_than else "+inf"
+        ids = await self.redis.zrangebyscore(KEY_PENDING_TRIGGERS, "-inf", max_score)
+        if not ids:
+            return []
+        raws = await self.redis.mget([key_trigger(i) for i in ids])
+        return [BuildTriggered.model_validate_json(r) for r in raws if r]
+
+    async def is_pending(self, build_id: str) -> bool:
+        return await self.redis.zscore(KEY_PENDING_TRIGGERS, build_id) is not None
+
+    async def forget_trigger(self, build_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(KEY_PENDING_TRIGGERS, build_id)
+            pipe.delete(key_trigger(build_id))
+            await pipe.execute()
+
+    async def get(self, build_id: str) -> Build | None:
+        raw = await self.redis.get(key_build(build_id))
+        return Build.model_validate_json(raw) if raw else None
+
+    async def get_many(self, build_ids: list[str]) -> list[Build]:
+        """The builds of these ids that exist, in the same order."""
+        if not build_ids:
+            return []
+        raws = await self.redis.mget([key_build(i) for i in build_ids])
+        return [Build.model_validate_json(r) for r in raws if r]
+
+    async def list_for_project(self, project_id: str, limit: int = 50) -> list[Build]:
+        ids = await self.redis.zrevrange(key_project_builds(project_id), 0, limit - 1)
+        if not ids:
+            return []
+        raws = await self.redis.mget([key_build(i) for i in ids])
+        return [Build.model_validate_json(r) for r in raws if r]
+
+    async def ids_for_project(self, project_id: str) -> list[str]:
+        """Every build id of the project, newest first."""
+        return await self.redis.zrevrange(key_project_builds(project_id), 0, -1)
+
+    async def active(self) -> list[tuple[str, float]]:
+        """Every unfinished build: (id, unix time it was last known to be attended), oldest
+        first."""
+        entries = await self.redis.zrange(KEY_ACTIVE_BUILDS, 0, -1, withscores=True)
+        return [(build_id, float(score)) for build_id, score in entries]
+
+    async def mark_attended(self, build_id: str) -> None:
+        """Note that the unfinished build is looked after now (held, re-queued)."""
+        await self.redis.zadd(KEY_ACTIVE_BUILDS, {build_id: utcnow().timestamp()}, xx=True)
+
+    async def forget_active(self, build_id: str) -> None:
+        """Drop an id from the unfinished builds (its record is gone)."""
+        await self.redis.zrem(KEY_ACTIVE_BUILDS, build_id)
+
+    async def count_requeue(self, build_id: str) -> int:
+        """Count one more time the build was requested again after it was lost; the total."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key_build_requeues(build_id))
+            pipe.expire(key_build_requeues(build_id), 7 * 24 * 3600)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def next_number(self, project_id: str) -> int:
+        return int(await self.redis.incr(key_project_build_seq(project_id)))
+
+    async def update(self, build_id: str, **changes: object) -> Build | None:
+        """Change fields other than `state` atomically (optimistic transaction)."""
+        return await self._modify(build_id, lambda build: build.model_copy(update=changes))
+
+    async def apply_status(self, event: BuildStatusChanged) -> Build | None:
+        """Apply a status event through the state machine; repeats and illegal moves are no-ops.
+
+        Returns the updated build, or None when nothing changed.
+        """
+
+        def change(build: Build) -> Build | None:
+            if build.state == event.state:
+                # Not a transition: a running build reports its step (and, after a builder
+                # was lost, the builder that took it over).
+                progress: dict[str, object] = {"step": event.step}
+                if event.builder_id:
+                    progress["builder_id"] = event.builder_id
+                if event.attempt:
+                    progress["attempt"] = event.attempt
+                if all(getattr(build, k) == v for k, v in progress.items()):
+                    return None
+                return build.model_copy(update=progress)
+            if event.builder_id:
+                check_result_transition(build.state, event.state)
+            else:
+                check_transition(build.state, event.state)
+            update: dict[str, object] = {"state": event.state, "step": event.step}
+            if event.number is not None:
+                update["number"] = event.number
+            if event.reason:
+                update["reason"] = event.reason
+            if event.builder_id:
+                update["builder_id"] = event.builder_id
+            if event.attempt:
+                update["attempt"] = event.attempt
+            if event.commit_sha:
+                update["commit_sha"] = event.commit_sha
+            if event.state == BuildState.RUNNING:
+                update["started_at"] = event.occurred_at
+            if event.state.is_terminal:
+                update["finished_at"] = event.occurred_at
+                if build.started_at:
+                    update["duration_seconds"] = (
+                        event.occurred_at - build.started_at
+                    ).total_seconds()
+            return build.model_copy(update=update)
+
+        return await self._modify(event.build_id, change)
+
+    async def apply_completion(self, event: BuildCompleted) -> Build | None:
+        """Record the final result; the terminal state comes through the state machine."""
+
+        def change(build: Build) -> Build | None:
+            if build.state != event.state:
+                if event.builder_id:
+                    check_result_transition(build.state, event.state)
+                else:
+                    check_transition(build.state, event.state)
+            return build.model_copy(
+                update={
+                    "state": event.state,
+                    "finished_at": build.finished_at or event.occurred_at,
+                    "duration_seconds": event.duration_seconds,
+                    "artifact": event.artifact,
+                    "deployment_id": event.deployment_id,
+                    "deployment_url": event.deployment_url,
+                    "reason": event.error or build.reason,
+                    "commit_sha": event.commit_sha or build.commit_sha,
+                    # A build that did not succeed keeps the step it ended at.
+                    "step": None if event.state == BuildState.SUCCEEDED else build.step,
+                    "peak_cpu_percent": event.peak_cpu_percent,
+                    "peak_memory_bytes": event.peak_memory_bytes,
+                    # A completion the orchestrator made itself (time limit) knows no caches.
+                    "caches": event.caches or build.caches,
+                }
+            )
+
+        return await self._modify(event.build_id, change)
+
+    async def _modify(self, build_id: str, change: Callable[[Build], Build | None]) -> Build | None:
+        key = key_build(build_id)
+
+        async def transaction(pipe: Pipeline) -> Build | None:
+            raw = await pipe.get(key)
+            if raw is None:
+                return None
+            updated = change(Build.model_validate_json(raw))
+            if updated is None:
+                return None
+            now = utcnow()
+            updated = updated.model_copy(update={"updated_at": now})
+            pipe.multi()
+            pipe.set(key, updated.model_dump_json())
+            # The index of unfinished builds follows every change in the same transaction.
+            if updated.state.is_terminal:
+                pipe.zrem(KEY_ACTIVE_BUILDS, build_id)
+            else:
+                pipe.zadd(KEY_ACTIVE_BUILDS, {build_id: now.timestamp()})
+            return updated
+
+        return await optimistic_update(self.redis, [key], transaction, what=f"build {build_id}")
+
+    async def request_cancel(self, build_id: str) -> None:
+        await self.redis.set(key_cancel_requested(build_id), "1", ex=7 * 24 * 3600)
+        await self.redis.publish(CHANNEL_CANCEL, build_id)
+
+    async def cancel_requested(self, build_id: str) -> bool:
+        return bool(await self.redis.exists(key_cancel_requested(build_id)))
+
+    async def remove(self, build: Build) -> None:
+        """Forget a finished build: its record and every key kept for it (retention)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(
+                key_build(build.id),
+                key_trigger(build.id),
+                key_cancel_requested(build.id),
+                key_build_claim(build.id),
+                key_build_attempts(build.id),
+                key_build_requeues(build.id),
+                key_build_outbox(build.id),
+                key_build_share_links(build.id),
+            )
+            pipe.zrem(key_project_builds(build.project_id), build.id)
+            pipe.zrem(KEY_PENDING_TRIGGERS, build.id)
+            pipe.zrem(KEY_ACTIVE_BUILDS, build.id)
+            await pipe.execute()

@@ -1,0 +1,134 @@
+"""The Kafka helpers when the broker dies and comes back without its data (the embedded broker
+keeps its topics in memory): producers and consumers carry on without a process restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+from aiokafka.errors import KafkaError
+
+from gobuild.platform.build_state import BuildState
+from gobuild.platform.bus import EventProducer, consume_forever, wait_for_topics
+from gobuild.platform.config import Settings
+from gobuild.platform.devstack import ChildProcess, free_port, start_broker
+from gobuild.platform.events import (
+    ALL_TOPICS,
+    TOPIC_BUILD_COMPLETIONS,
+    TOPIC_DEPLOYMENT_STATUS,
+    BuildCompleted,
+    Event,
+)
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def broker() -> Iterator[ChildProcess]:
+    """A broker of this test's own, to kill."""
+    child = start_broker(free_port())
+    yield child
+    child.stop()
+
+
+def restart_empty(broker: ChildProcess) -> None:
+    """SIGKILL the broker and start it again on its port: it has no topics any more."""
+    assert broker.process is not None
+    broker.process.kill()
+    broker.process.wait()
+    broker.start()
+
+
+def completion(build_id: str) -> BuildCompleted:
+    return BuildCompleted(
+        build_id=build_id, project_id="p_loss", state=BuildState.SUCCEEDED, duration_seconds=1.0
+    )
+
+
+@pytest.fixture
+async def producer(
+    broker: ChildProcess, make_settings: Callable[..., Settings]
+) -> Iterator[EventProducer]:
+    settings = make_settings(kafka_bootstrap=f"127.0.0.1:{broker.port}")
+    await wait_for_topics(settings)
+    producer = EventProducer(settings, client_id="test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def test_a_consumer_and_a_producer_carry_on_after_the_broker_lost_its_topics(
+    broker: ChildProcess, producer: EventProducer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(kafka_bootstrap=f"127.0.0.1:{broker.port}")
+    topics = [TOPIC_BUILD_COMPLETIONS, TOPIC_DEPLOYMENT_STATUS]
+    received: list[str] = []
+
+    async def handle(event: Event) -> None:
+        received.append(getattr(event, "build_id", "?"))
+
+    joined = asyncio.Event()
+    task = asyncio.create_task(
+        consume_forever(settings, topics, handle, group_id="g", client_id="t", joined=joined)
+    )
+    try:
+        await asyncio.wait_for(joined.wait(), 30)
+        await producer.publish(TOPIC_BUILD_COMPLETIONS, completion("before"))
+        await wait_until(lambda: "before" in received, timeout=15, message="nothing consumed")
+
+        await asyncio.to_thread(restart_empty, broker)
+
+        # The consumer finds its topics gone and has them created again.
+        async def topics_back() -> bool:
+            try:
+                return await producer.missing_topics(topics) == []
+            except (KafkaError, TimeoutError):
+                return False
+
+        await wait_until(topics_back, timeout=30, message="the topics never came back")
+        # The same producer and the same consumer loop, without a restart.
+        await producer.publish(TOPIC_BUILD_COMPLETIONS, completion("after"))
+        await wait_until(
+            lambda: "after" in received,
+            timeout=60,
+            message="the consumer never got what was published after the broker came back",
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()  # it never died on its own
+
+
+async def test_missing_topics_tells_a_broker_down_from_one_that_lost_its_topics(
+    broker: ChildProcess, producer: EventProducer, make_settings: Callable[..., Settings]
+) -> None:
+    assert await producer.missing_topics() == []
+
+    assert broker.process is not None
+    broker.process.kill()
+    broker.process.wait()
+    with pytest.raises((KafkaError, TimeoutError)):
+        await producer.missing_topics()
+
+    broker.start()  # empty
+
+    async def missing() -> list[str] | None:
+        try:
+            return await producer.missing_topics()
+        except (KafkaError, TimeoutError):
+            return None  # still reconnecting
+
+    lost = await wait_until(missing, timeout=30, message="the broker never answered again")
+    assert set(lost) == set(ALL_TOPICS)
+    await wait_for_topics(make_settings(kafka_bootstrap=f"127.0.0.1:{broker.port}"))
+    assert await producer.missing_topics() == []
+
+
+async def test_a_publish_to_a_topic_the_broker_lost_creates_it_and_is_delivered(
+    broker: ChildProcess, producer: EventProducer
+) -> None:
+    await asyncio.to_thread(restart_empty, broker)
+
+    await producer.publish(TOPIC_DEPLOYMENT_STATUS, completion("x"), timeout=15)
+
+    assert TOPIC_DEPLOYMENT_STATUS not in await producer.missing_topics()
