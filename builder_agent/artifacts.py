@@ -60,7 +60,7 @@ def find_output(workspace: Path, output: str | None) -> Path:
     )
 
 
-class _HashingWriter:
+class HashingWriter:
     """A write-only file that hashes and counts what passes through it."""
 
     def __init__(self, target: BinaryIO) -> None:
@@ -90,7 +90,7 @@ def _pack(output_dir: Path, archive: Path) -> PackedOutput:
     skipped: list[str] = []
     files = 0
     with archive.open("wb") as raw:
-        writer = _HashingWriter(raw)
+        writer = HashingWriter(raw)
         with tarfile.open(fileobj=writer, mode="w:gz", compresslevel=6) as tar:  # type: ignore[call-overload]
             for folder, dirs, names in os.walk(root):
                 dirs.sort()

@@ -9,14 +9,14 @@ and takes only members of the folders asked for.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+
+from gobuild.builder_agent.artifacts import HashingWriter
 
 
 class CacheArchiveError(RuntimeError):
@@ -31,21 +31,6 @@ class PackedCache:
     sha256: str
     size: int
     files: int
-
-
-class _HashingWriter:
-    def __init__(self, target: BinaryIO) -> None:
-        self._target = target
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self._target.write(data)
-
-    def flush(self) -> None:
-        self._target.flush()
 
 
 def contained_folder(root: Path, relative: str) -> Path | None:
@@ -91,7 +76,7 @@ def pack_folders(root: Path, folders: Sequence[str], archive: Path) -> PackedCac
     files = 0
     try:
         with archive.open("wb") as raw:
-            writer = _HashingWriter(raw)
+            writer = HashingWriter(raw)
             with tarfile.open(fileobj=writer, mode="w:gz", compresslevel=1) as tar:  # type: ignore[call-overload]
                 for folder in found:
                     files += _add_tree(tar, top, folder)

@@ -14,6 +14,17 @@ from hypercorn.config import Config
 from quart import Quart
 
 
+def add_task_health(app: Quart, tasks: set[asyncio.Task[None]]) -> None:
+    """`GET /healthz`: 200 while every background task of the service runs, else 503."""
+
+    @app.get("/healthz")
+    async def healthz() -> tuple[dict[str, object], int]:
+        alive = bool(tasks) and all(not t.done() for t in tasks)
+        consumers = sum(1 for t in tasks if t.get_name().endswith("-consumer"))
+        body = {"status": "ok" if alive else "degraded", "consumers": consumers}
+        return body, 200 if alive else 503
+
+
 def configure_logging(service: str) -> None:
     """One line per event: time, level, service, logger, message."""
     level = os.environ.get("GOBUILD_LOG_LEVEL", "INFO").upper()

@@ -34,6 +34,7 @@ from gobuild.platform.notifications.messages import BuildLinks
 from gobuild.platform.notifications.outgoing import OutgoingHttp
 from gobuild.platform.notifications.sending import DeliverySender, ForgeUrls
 from gobuild.platform.repo_credentials import NOTIFICATION_SECRETS_PURPOSE, SecretCipher
+from gobuild.platform.service import add_task_health
 from gobuild.platform.stores.build_notes import BuildNotes
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.connection import connect_redis
@@ -67,12 +68,7 @@ def create_app(
     register_error_handlers(app)
     tasks: set[asyncio.Task[None]] = set()
 
-    @app.get("/healthz")
-    async def healthz() -> tuple[dict[str, object], int]:
-        alive = bool(tasks) and all(not t.done() for t in tasks)
-        consumers = sum(1 for t in tasks if t.get_name().endswith("-consumer"))
-        body = {"status": "ok" if alive else "degraded", "consumers": consumers}
-        return body, 200 if alive else 503
+    add_task_health(app, tasks)
 
     @app.before_serving
     async def _start() -> None:

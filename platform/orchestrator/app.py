@@ -27,6 +27,7 @@ from gobuild.platform.events import (
 )
 from gobuild.platform.orchestrator.dispatch import Dispatcher
 from gobuild.platform.orchestrator.reconcile import Reconciler
+from gobuild.platform.service import add_task_health
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.claims import BuilderFleet
 from gobuild.platform.stores.connection import connect_redis
@@ -46,12 +47,7 @@ def create_app(settings: Settings) -> Quart:
     app = Quart("gobuild.orchestrator")
     tasks: set[asyncio.Task[None]] = set()
 
-    @app.get("/healthz")
-    async def healthz() -> tuple[dict[str, object], int]:
-        alive = bool(tasks) and all(not t.done() for t in tasks)
-        consumers = sum(1 for t in tasks if t.get_name().endswith("-consumer"))
-        body = {"status": "ok" if alive else "degraded", "consumers": consumers}
-        return body, 200 if alive else 503
+    add_task_health(app, tasks)
 
     @app.before_serving
     async def _start() -> None:

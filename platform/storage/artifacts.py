@@ -102,9 +102,9 @@ class ArtifactStore:
                 if len(buffer) >= WRITE_BUFFER_BYTES:
                     data = bytes(buffer)
                     buffer.clear()
-                    await _on_disk(build_id, _write_and_hash, file, hasher, data)
-            await _on_disk(build_id, _write_and_hash, file, hasher, bytes(buffer))
-            await _on_disk(build_id, _flush_and_close, file)
+                    await _on_disk(build_id, write_and_hash, file, hasher, data)
+            await _on_disk(build_id, write_and_hash, file, hasher, bytes(buffer))
+            await _on_disk(build_id, flush_and_close, file)
             digest = hasher.hexdigest()
             if expected_sha256 is not None and expected_sha256 != digest:
                 raise ChecksumMismatchError(expected_sha256, digest)
@@ -193,13 +193,13 @@ async def _on_disk(build_id: str, func: Callable[..., T], *args: Any) -> T:
         raise ArtifactWriteError(build_id, exc) from exc
 
 
-def _write_and_hash(file: BinaryIO, hasher: hashlib._Hash, data: bytes) -> None:
+def write_and_hash(file: BinaryIO, hasher: hashlib._Hash, data: bytes) -> None:
     if data:
         hasher.update(data)
         file.write(data)
 
 
-def _flush_and_close(file: BinaryIO) -> None:
+def flush_and_close(file: BinaryIO) -> None:
     file.flush()
     os.fsync(file.fileno())
     file.close()

@@ -17,7 +17,11 @@ from typing import BinaryIO
 
 from quart import request
 
-from gobuild.platform.storage.artifacts import ChecksumMismatchError
+from gobuild.platform.storage.artifacts import (
+    ChecksumMismatchError,
+    flush_and_close,
+    write_and_hash,
+)
 
 # Temporary files end so; `remove_partial_uploads` of each store clears a crash's leftovers.
 UPLOAD_SUFFIX = ".upload"
@@ -82,9 +86,9 @@ async def receive_file(
             if len(buffer) >= WRITE_BUFFER_BYTES:
                 data = bytes(buffer)
                 buffer.clear()
-                await asyncio.to_thread(_write_and_hash, file, hasher, data)
-        await asyncio.to_thread(_write_and_hash, file, hasher, bytes(buffer))
-        await asyncio.to_thread(_flush_and_close, file)
+                await asyncio.to_thread(write_and_hash, file, hasher, data)
+        await asyncio.to_thread(write_and_hash, file, hasher, bytes(buffer))
+        await asyncio.to_thread(flush_and_close, file)
         digest = hasher.hexdigest()
         if expected_sha256 is not None and expected_sha256 != digest:
             raise ChecksumMismatchError(expected_sha256, digest)
@@ -102,15 +106,3 @@ def _create_temp_file(folder: Path, prefix: str) -> tuple[BinaryIO, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=folder, prefix=f".{prefix}.", suffix=UPLOAD_SUFFIX)
     return os.fdopen(fd, "wb"), Path(name)
-
-
-def _write_and_hash(file: BinaryIO, hasher: hashlib._Hash, data: bytes) -> None:
-    if data:
-        hasher.update(data)
-        file.write(data)
-
-
-def _flush_and_close(file: BinaryIO) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-    file.close()
