@@ -82,6 +82,57 @@ class BuildCaches:
         `root_dir`)."""
         return RunCaches(self, run, root_dir, image, folders)
 
+    async def restore(
+        self, run: BuildRun, entry: CacheEntry, root: Path, folders: tuple[str, ...]
+    ) -> bool:
+        """Download and unpack `entry`; False when storage no longer has it."""
+        owner = self
+        archive = run.archive.with_name(f"{run.archive.name}.{entry.kind}.restore.tar.gz")
+        try:
+            size = await owner.storage.download_cache(
+                entry.project_id,
+                entry.kind,
+                entry.key,
+                archive,
+                expected_sha256=entry.sha256,
+            )
+            if size is None:
+                await owner.index.remove(entry)
+                return False
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(unpack_folders, archive, root, folders)
+        finally:
+            await asyncio.to_thread(archive.unlink, missing_ok=True)
+        await owner.index.touch(entry)
+        return True
+
+    async def drop_older_incremental(self, saved: CacheEntry) -> None:
+        """A branch keeps only its newest incremental cache."""
+        for entry in await self.index.entries(saved.project_id, "incremental"):
+            same_branch = entry.branch == saved.branch and entry.production == saved.production
+            if same_branch and entry.key != saved.key:
+                await self.remove(entry)
+
+    async def prune(self, keep: CacheEntry) -> None:
+        """Remove the least recently used caches of the project beyond its limit."""
+        entries = [
+            entry
+            for entry in await self.index.entries(keep.project_id)
+            if entry.kind in STORED_CACHE_KINDS
+        ]
+        total = sum(entry.size_bytes for entry in entries)
+        for entry in sorted(entries, key=lambda e: e.last_used_at):
+            if total <= self.settings.cache_max_bytes:
+                break
+            if entry.field == keep.field:
+                continue
+            await self.remove(entry)
+            total -= entry.size_bytes
+
+    async def remove(self, entry: CacheEntry) -> None:
+        await self.index.remove(entry)
+        await self.storage.delete_cache(entry.project_id, entry.kind, entry.key)
+
 
 @dataclass
 class _Pending:
@@ -151,7 +202,9 @@ class RunCaches:
         started = time.monotonic()
         try:
             entry, result = await self._find_dependencies(found, key)
-            restored = entry is not None and await self._restore(entry, run.workspace, folders)
+            restored = entry is not None and await self.owner.restore(
+                self.run, entry, run.workspace, folders
+            )
         except _CACHE_FAILURES as exc:
             await run.logs.system(f"Dependency cache: not restored ({exc}); installing without")
             entry, restored = None, False
@@ -214,8 +267,8 @@ class RunCaches:
             ]
             entry = (same or entries or [None])[0]
             created = [self._first_missing(folder) for folder in self._in_workspace]
-            restored = entry is not None and await self._restore(
-                entry, run.workspace, self._in_workspace
+            restored = entry is not None and await self.owner.restore(
+                self.run, entry, run.workspace, self._in_workspace
             )
             if restored:
                 for path in created:
@@ -254,28 +307,6 @@ class RunCaches:
         return None
 
     # Restoring and saving ----------------------------------------------------------------
-
-    async def _restore(self, entry: CacheEntry, root: Path, folders: tuple[str, ...]) -> bool:
-        """Download and unpack `entry`; False when storage no longer has it."""
-        owner, run = self.owner, self.run
-        archive = run.archive.with_name(f"{run.archive.name}.{entry.kind}.restore.tar.gz")
-        try:
-            size = await owner.storage.download_cache(
-                entry.project_id,
-                entry.kind,
-                entry.key,
-                archive,
-                expected_sha256=entry.sha256,
-            )
-            if size is None:
-                await owner.index.remove(entry)
-                return False
-            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(unpack_folders, archive, root, folders)
-        finally:
-            await asyncio.to_thread(archive.unlink, missing_ok=True)
-        await owner.index.touch(entry)
-        return True
 
     async def save(self) -> None:
         """After the build succeeded: save each cache whose key is new."""
@@ -339,32 +370,5 @@ class RunCaches:
             await asyncio.to_thread(archive.unlink, missing_ok=True)
             await index.release_save(project_id, pending.kind, pending.key, token)
         if pending.kind == "incremental":
-            await self._drop_older_incremental(entry)
-        await self._prune(keep=entry)
-
-    async def _drop_older_incremental(self, saved: CacheEntry) -> None:
-        """A branch keeps only its newest incremental cache."""
-        for entry in await self.owner.index.entries(saved.project_id, "incremental"):
-            same_branch = entry.branch == saved.branch and entry.production == saved.production
-            if same_branch and entry.key != saved.key:
-                await self._remove(entry)
-
-    async def _prune(self, keep: CacheEntry) -> None:
-        """Remove the least recently used caches of the project beyond its limit."""
-        entries = [
-            entry
-            for entry in await self.owner.index.entries(keep.project_id)
-            if entry.kind in STORED_CACHE_KINDS
-        ]
-        total = sum(entry.size_bytes for entry in entries)
-        for entry in sorted(entries, key=lambda e: e.last_used_at):
-            if total <= self.owner.settings.cache_max_bytes:
-                break
-            if entry.field == keep.field:
-                continue
-            await self._remove(entry)
-            total -= entry.size_bytes
-
-    async def _remove(self, entry: CacheEntry) -> None:
-        await self.owner.index.remove(entry)
-        await self.owner.storage.delete_cache(entry.project_id, entry.kind, entry.key)
+            await self.owner.drop_older_incremental(entry)
+        await self.owner.prune(keep=entry)

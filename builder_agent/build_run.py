@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gobuild.builder_agent.log_stream import LogStreamer
 from gobuild.builder_agent.resource_sampler import ResourceSample
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.events import ArtifactRef, BuildRequested, CacheUse
+
+T = TypeVar("T")
 
 
 class BuildStopped(Exception):
@@ -63,3 +68,27 @@ class BuildRun:
 
     def elapsed(self) -> float:
         return asyncio.get_running_loop().time() - self.started
+
+
+async def guard(run: BuildRun, work: Coroutine[Any, Any, T]) -> T:
+    """Run one stage under the build's deadline; stop it when the build is cancelled."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    cancelled = asyncio.ensure_future(run.cancel.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {task, cancelled},
+            timeout=max(0.0, run.deadline - loop.time()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        cancelled.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if task in done:
+        return task.result()
+    if run.cancel.is_set():
+        raise BuildStopped(BuildState.CANCELLED, "cancelled")
+    raise BuildStopped(BuildState.TIMED_OUT, f"timed out after {run.timeout_seconds} s")
