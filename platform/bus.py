@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -25,6 +26,7 @@ from gobuild.platform.config import Settings
 from gobuild.platform.events import (
     ALL_TOPICS,
     TOPIC_BUILD_LOGS,
+    TOPIC_HEALTH_PROBES,
     Event,
     MalformedEvent,
     encode_event,
@@ -143,6 +145,30 @@ class EventProducer:
 
     async def stop(self) -> None:
         await self._producer.stop()
+
+    async def round_trip(self, timeout: float = 3.0) -> None:
+        """Send a probe to the health topic and read it back by its offset: the broker both
+        stores and serves records. Raises KafkaError or TimeoutError when it does not."""
+        probe = uuid.uuid4().bytes
+        async with asyncio.timeout(timeout):
+            sent = await self._producer.send_and_wait(TOPIC_HEALTH_PROBES, probe)
+            partition = TopicPartition(TOPIC_HEALTH_PROBES, sent.partition)
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=50,
+            )
+            await reader.start()
+            try:
+                reader.assign([partition])
+                reader.seek(partition, sent.offset)
+                while True:
+                    batch = await reader.getmany(partition, timeout_ms=200)
+                    if any(record.value == probe for record in batch.get(partition, [])):
+                        return
+            finally:
+                await reader.stop()
 
     async def missing_topics(
         self, topics: Sequence[str] = ALL_TOPICS, timeout: float = 3.0

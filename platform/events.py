@@ -21,6 +21,8 @@ TOPIC_BUILD_STATUS = "build-status"
 TOPIC_BUILD_LOGS = "build-logs"
 TOPIC_BUILD_COMPLETIONS = "build-completions"
 TOPIC_DEPLOYMENT_STATUS = "deployment-status"
+# Not events: readiness probes the gateway sends and reads back (a produce-and-fetch check).
+TOPIC_HEALTH_PROBES = "health-probes"
 
 ALL_TOPICS = (
     TOPIC_BUILD_TRIGGERS,
@@ -29,6 +31,7 @@ ALL_TOPICS = (
     TOPIC_BUILD_LOGS,
     TOPIC_BUILD_COMPLETIONS,
     TOPIC_DEPLOYMENT_STATUS,
+    TOPIC_HEALTH_PROBES,
 )
 
 

@@ -132,3 +132,16 @@ async def test_a_publish_to_a_topic_the_broker_lost_creates_it_and_is_delivered(
     await producer.publish(TOPIC_DEPLOYMENT_STATUS, completion("x"), timeout=15)
 
     assert TOPIC_DEPLOYMENT_STATUS not in await producer.missing_topics()
+
+
+async def test_a_round_trip_reads_back_its_probe_and_fails_while_the_broker_is_down(
+    broker: ChildProcess, producer: EventProducer
+) -> None:
+    await producer.round_trip(timeout=10)
+    await producer.round_trip(timeout=10)  # the second probe is found by its own offset
+
+    assert broker.process is not None
+    broker.process.kill()
+    broker.process.wait()
+    with pytest.raises((KafkaError, TimeoutError)):
+        await producer.round_trip(timeout=3)

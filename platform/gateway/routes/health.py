@@ -47,14 +47,19 @@ async def _check_redis() -> str:
 
 
 async def _check_kafka() -> str:
-    """The broker answers a metadata request and has every topic, each partition with a
-    leader. Missing topics (a broker that lost its data) are re-created for the next check."""
+    """The broker answers a metadata request, has every topic (each partition with a leader)
+    and serves back a probe record sent to it. Missing topics (a broker that lost its data)
+    are re-created for the next check."""
     ctx = gateway()
     try:
         missing = await ctx.producer.missing_topics(timeout=3.0)
     except (KafkaError, TimeoutError, OSError) as exc:
         return f"unreachable: {exc.__class__.__name__}"
     if not missing:
+        try:
+            await ctx.producer.round_trip(timeout=3.0)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            return f"produce and fetch failed: {exc.__class__.__name__}"
         return "ok"
     with contextlib.suppress(KafkaError, TimeoutError, OSError):
         await asyncio.wait_for(ensure_topics(ctx.settings, missing), 3.0)
