@@ -9,7 +9,6 @@ import contextlib
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import docker.errors
@@ -162,32 +161,25 @@ except OSError as exc:
 
 
 def test_a_build_cannot_reach_another_running_build(
-    stack: Stack, git_repo: GitRepo, tmp_path: Path, docker_client: docker.DockerClient
+    stack: Stack, git_repo: GitRepo, docker_client: docker.DockerClient
 ) -> None:
     network = docker_client.networks.get(BUILD_NETWORK)
     assert network.attrs["Options"][ICC_OPTION] == "false"
     assert network.attrs["Internal"] is False  # builds still reach the package registries
 
-    server = f"""build = '''
-python3 -m http.server 8000 --bind 0.0.0.0 >/dev/null 2>&1 &
-sleep 1
-echo "serving-on $(hostname -i)"
-sleep 120
-{SITE}
-'''
-output = "dist"
-"""
-    server_build = build_commit(stack, git_repo, "server", {"gobuild.toml": server})
+    # Another tenant's build, serving on the build network. It is started directly rather than
+    # as a second build, so the test does not depend on which builder slot takes which job.
+    other = docker_client.containers.run(
+        BUILD_IMAGE,
+        ["python3", "-m", "http.server", "8000", "--bind", "0.0.0.0"],
+        detach=True,
+        network=BUILD_NETWORK,
+        user="1000:1000",
+        labels={LABEL_BUILD_ID: "b_othertenant"},
+    )
     try:
-        address = wait_for_line(stack, server_build, r"serving-on (\S+)", timeout=90)[1]
-        containers = docker_client.containers.list(
-            filters={"label": f"{LABEL_BUILD_ID}={server_build}"}
-        )
-        assert [list(c.attrs["NetworkSettings"]["Networks"]) for c in containers] == [
-            [BUILD_NETWORK]
-        ]
-
-        attacker = GitRepo.create(tmp_path / "attacker")
+        other.reload()
+        address = other.attrs["NetworkSettings"]["Networks"][BUILD_NETWORK]["IPAddress"]
         probe = f"""build = '''
 python3 probe.py {address}
 python3 probe.py 127.0.0.1
@@ -196,14 +188,18 @@ python3 probe.py 127.0.0.1
 output = "dist"
 """
         probe_build = build_commit(
-            stack, attacker, "attacker", {"gobuild.toml": probe, "probe.py": PROBE}
+            stack, git_repo, "attacker", {"gobuild.toml": probe, "probe.py": PROBE}
         )
         build = stack.wait_for_build(probe_build, timeout=120)
         log = log_of(stack, probe_build)
+        containers = docker_client.containers.list(
+            all=True, filters={"label": f"{LABEL_BUILD_ID}={probe_build}"}
+        )
     finally:
-        stack.http.post(f"/api/builds/{server_build}/cancel")
+        other.remove(force=True)
 
     assert build["state"] == "succeeded", log
+    assert containers == []  # the probe's container is gone: it ran on the build network
     assert "reached-the-other-build" not in log
     # Its own address answers nothing either (no server there): the probe itself works.
     assert log.count("could-not-reach-the-other-build:") == 2
