@@ -370,6 +370,9 @@ class RetentionSettings(BaseSettings):
     # Build records (and every Redis key of the build) older than this are removed; a record
     # is always kept at least as long as its artifacts, log and deployment.
     retention_record_days: int = Field(default=180, ge=1, le=36500)
+    # Dependency and incremental caches no build used for this many days are removed (each
+    # builder prunes its own layer-cache images).
+    retention_cache_days: int = Field(default=14, ge=1, le=36500)
     # The job runs every `interval_minutes`, or on the crontab schedule `cron` when it is set
     # (five fields, UTC, e.g. "0 3 * * *").
     retention_interval_minutes: int = Field(default=60, ge=1)

@@ -12,11 +12,12 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, model_validator
 
+from gobuild.platform.cache_records import StoredCacheKind, cache_field
 from gobuild.platform.config import RetentionSettings
 
-# What a run removes. Dependency caches are not kept by storage yet; they become a category
-# here when they are.
-RetentionCategory = Literal["artifacts", "logs", "deployments", "build_records"]
+# What a run removes. Of caches, the ones storage keeps (dependencies, incremental); each
+# builder prunes its own layer-cache images.
+RetentionCategory = Literal["artifacts", "logs", "deployments", "build_records", "caches"]
 RETENTION_CATEGORIES: tuple[RetentionCategory, ...] = get_args(RetentionCategory)
 
 MAX_DAYS = 36500
@@ -46,6 +47,11 @@ class RetentionPolicy(BaseModel):
         description="build records and their Redis keys are kept this long; at least as long "
         "as artifact_days and deployment_days",
     )
+    cache_days: int = Field(
+        ge=1,
+        le=MAX_DAYS,
+        description="dependency and incremental caches no build used for this long are removed",
+    )
 
     @model_validator(mode="after")
     def _records_outlive_files(self) -> RetentionPolicy:
@@ -64,6 +70,7 @@ class RetentionPolicy(BaseModel):
             keep_last=settings.retention_keep_last,
             deployment_days=settings.retention_deployment_days,
             record_days=settings.retention_record_days,
+            cache_days=settings.retention_cache_days,
         )
 
 
@@ -74,6 +81,7 @@ class RetentionOverrides(BaseModel):
     keep_last: int | None = Field(default=None, ge=0, le=MAX_KEEP_LAST)
     deployment_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
     record_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
+    cache_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
 
     def apply(self, defaults: RetentionPolicy) -> RetentionPolicy:
         """The effective policy; raises ValueError when the overrides contradict themselves
@@ -93,18 +101,26 @@ class RetentionOverrides(BaseModel):
 
 
 class PlannedRemoval(BaseModel):
-    """One thing a run removes: a build's artifact, log or record, or a deployment."""
+    """One thing a run removes: a build's artifact, log or record, a deployment, or a cache."""
 
     category: RetentionCategory
     project_id: str
     build_id: str | None = None
     deployment_id: str | None = None
+    # A cache: its kind and key, and when a build last used it (as planned).
+    cache_kind: StoredCacheKind | None = None
+    cache_key: str | None = None
+    cache_used_at: datetime | None = None
     # What it held when planned (what removing it frees).
     bytes: int = 0
 
     @property
     def subject(self) -> str:
-        """The id the report lists: the deployment's for deployments, else the build's."""
+        """The id the report lists: the deployment's for deployments, `kind/key` for caches,
+        else the build's."""
+        if self.category == "caches":
+            assert self.cache_kind is not None and self.cache_key is not None
+            return cache_field(self.cache_kind, self.cache_key)
         subject = self.deployment_id if self.category == "deployments" else self.build_id
         assert subject is not None
         return subject
@@ -136,7 +152,8 @@ class CategoryReport(BaseModel):
     bytes: int = 0
     ids: list[str] = Field(
         default_factory=list,
-        description=f"build ids (deployment ids for deployments), at most {MAX_LISTED_IDS}",
+        description="build ids (deployment ids for deployments, `kind/key` for caches), at "
+        f"most {MAX_LISTED_IDS}",
     )
 
     def add(self, removal: PlannedRemoval) -> None:
@@ -151,6 +168,7 @@ class RemovedByCategory(BaseModel):
     logs: CategoryReport = Field(default_factory=CategoryReport)
     deployments: CategoryReport = Field(default_factory=CategoryReport)
     build_records: CategoryReport = Field(default_factory=CategoryReport)
+    caches: CategoryReport = Field(default_factory=CategoryReport)
 
     def of(self, category: RetentionCategory) -> CategoryReport:
         report: CategoryReport = getattr(self, category)

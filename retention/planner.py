@@ -1,18 +1,22 @@
-"""Planning a run: every project's builds held against its policy, giving the removals to do in
-order (per build: deployment, artifact, log, then the record).
+"""Planning a run: every project's builds and caches held against its policy, giving the
+removals to do in order (per build: deployment, artifact, log, then the record; then the
+project's unused caches, least recently used first).
 
 Ages count from when a build finished (or, if it never ran, was created); a deployment's
-from when it was created. The newest `keep_last` builds of a project and everything live
-(`protection`) are left out.
+from when it was created; a cache's from when a build last used it. The newest `keep_last`
+builds of a project and everything live (`protection`) are left out. Only the caches storage
+keeps are planned: each builder prunes its own layer-cache images.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 import redis.asyncio as aioredis
 
+from gobuild.platform.cache_records import STORED_CACHE_KINDS, StoredCacheKind
 from gobuild.platform.config import RetentionSettings
 from gobuild.platform.records import Build
 from gobuild.platform.retention_records import (
@@ -21,6 +25,7 @@ from gobuild.platform.retention_records import (
     RetentionPolicy,
 )
 from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.caches import CacheIndex
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.projects import ProjectStore
 from gobuild.platform.stores.retention import GoneLogs
@@ -58,12 +63,14 @@ class RemovalPlanner:
         self.builds = BuildStore(redis)
         self.deployments = DeploymentRecords(redis)
         self.gone_logs = GoneLogs(redis)
+        self.caches = CacheIndex(redis)
 
     async def plan(self, now: datetime) -> Plan:
         plan = Plan()
         for project in await ProjectStore(self.redis).list():
             policy, _ = await project_policy(self.redis, self.settings, project.id)
             await self._plan_project(project.id, policy, now, plan)
+            plan.removals += await self._unused_caches(project.id, policy, now)
         return plan
 
     async def _plan_project(
@@ -100,6 +107,29 @@ class RemovalPlanner:
                     due.add("build_records")
                 if due and await self.live.why_build_is_live(build, production) is None:
                     plan.removals += await self._measure(build, due, plan)
+
+    async def _unused_caches(
+        self, project_id: str, policy: RetentionPolicy, now: datetime
+    ) -> list[PlannedRemoval]:
+        """The project's caches in storage that no build used within `cache_days`, least
+        recently used first."""
+        used_before = now - timedelta(days=policy.cache_days)
+        unused = [
+            entry
+            for entry in await self.caches.entries(project_id)
+            if entry.kind in STORED_CACHE_KINDS and entry.last_used_at < used_before
+        ]
+        return [
+            PlannedRemoval(
+                category="caches",
+                project_id=project_id,
+                cache_kind=cast(StoredCacheKind, entry.kind),
+                cache_key=entry.key,
+                cache_used_at=entry.last_used_at,
+                bytes=entry.size_bytes,
+            )
+            for entry in sorted(unused, key=lambda entry: entry.last_used_at)
+        ]
 
     async def _deployed_before(self, deployment_id: str, before: datetime) -> bool:
         """Whether the deployment was created before `before` (its record gone: its files

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from gobuild.platform.retention_records import PlannedRemoval, RemovalOutcome
 from gobuild.platform.storage_client import StorageError
 from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.caches import CacheIndex
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.retention import GoneLogs
 from gobuild.retention.protection import LiveCheck
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class Remover:
-    """Removes what a plan names: files through storage, records in Redis."""
+    """Removes what a plan names: files (and caches) through storage, records (and the cache
+    index) in Redis."""
 
     def __init__(self, redis: aioredis.Redis, storage: StorageFiles, live: LiveCheck) -> None:
         self.storage = storage
@@ -31,6 +33,7 @@ class Remover:
         self.builds = BuildStore(redis)
         self.deployments = DeploymentRecords(redis)
         self.gone_logs = GoneLogs(redis)
+        self.caches = CacheIndex(redis)
 
     async def remove(self, removal: PlannedRemoval) -> RemovalOutcome:
         reason = await self.live.why_live(removal)
@@ -66,6 +69,14 @@ class Remover:
             assert build_id is not None
             await self.storage.delete_log(build_id)
             await self.gone_logs.mark(removal.project_id, [build_id])
+        elif removal.category == "caches":
+            kind, key = removal.cache_kind, removal.cache_key
+            assert kind is not None and key is not None
+            # Storage first: an index entry whose archive is gone is a miss, never an error.
+            await self.storage.delete_cache(removal.project_id, kind, key)
+            entry = await self.caches.get(removal.project_id, kind, key)
+            if entry is not None:
+                await self.caches.remove(entry)
         else:
             assert build_id is not None
             build = await self.builds.get(build_id)

@@ -31,12 +31,13 @@ MakeSweep = Callable[..., RetentionSweep]
 SHARE_LINK_SECRET = "retention-test-secret-that-is-long-enough-0123"
 
 # The instance defaults of these tests: artifacts and logs 30 days, the newest build kept
-# whole, deployments 30 days, build records 90 days.
+# whole, deployments 30 days, build records 90 days, caches unused for 14 days.
 DEFAULTS: dict[str, Any] = {
     "retention_artifact_days": 30,
     "retention_keep_last": 1,
     "retention_deployment_days": 30,
     "retention_record_days": 90,
+    "retention_cache_days": 14,
 }
 
 

@@ -1,10 +1,11 @@
-"""A data set for retention tests: projects and builds recorded through the stores with the
-ages the test asks for, and their artifacts, logs and deployments as real files in a storage
-app that runs in-process (reached over `httpx.ASGITransport`)."""
+"""A data set for retention tests: projects, builds and caches recorded through the stores with
+the ages the test asks for, and their artifacts, logs, deployments and caches as real files in
+a storage app that runs in-process (reached over `httpx.ASGITransport`)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import tarfile
 from collections import Counter
@@ -17,13 +18,15 @@ from quart import Quart
 
 from gobuild.platform.auth.share_links import ShareLinkStore
 from gobuild.platform.build_state import BuildState
+from gobuild.platform.cache_records import CacheEntry
 from gobuild.platform.config import Settings
-from gobuild.platform.events import ArtifactRef, BuildTriggered, LogChunk, utcnow
+from gobuild.platform.events import ArtifactRef, BuildTriggered, CacheKind, LogChunk, utcnow
 from gobuild.platform.records import Build, Deployment, Project, new_deployment_id, new_id
 from gobuild.platform.retention_records import RetentionOverrides
 from gobuild.platform.storage.services import EXTENSION_KEY, StorageServices
 from gobuild.platform.storage_client import StorageClient, StorageError, internal_headers
 from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.caches import CacheIndex
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.projects import ProjectStore
 from gobuild.platform.stores.retention import RetentionPolicies
@@ -66,6 +69,12 @@ class StorageUnderTest:
 
     async def has_deployment(self, deployment_id: str) -> bool:
         return await self.client.deployment_size(deployment_id) is not None
+
+    async def has_cache(self, entry: CacheEntry) -> bool:
+        path = f"/caches/{entry.project_id}/{entry.kind}/{entry.key}"
+        response = await self.http.get(path, headers=self.headers)
+        assert response.status_code in (200, 404), response.text
+        return response.status_code == 200
 
 
 class DataSet:
@@ -143,6 +152,36 @@ class DataSet:
         updated = await self.builds.update(build.id, **changes)
         assert updated is not None
         return updated
+
+    async def cache(
+        self, project: Project, kind: CacheKind, key: str, *, unused_days: float
+    ) -> CacheEntry:
+        """A cache of the project that a build last used `unused_days` ago, in the cache index
+        and (unless a layer cache: an image on builders) in storage."""
+        content = f"the {kind} cache {key} of {project.id}".encode()
+        if kind != "layer":
+            response = await self.storage.http.put(
+                f"/caches/{project.id}/{kind}/{key}",
+                content=content,
+                headers=self.storage.headers,
+            )
+            assert response.status_code == 201, response.text
+        used = utcnow() - timedelta(days=unused_days)
+        entry = CacheEntry(
+            project_id=project.id,
+            kind=kind,
+            key=key,
+            size_bytes=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            image="node:20",
+            branch="main",
+            production=True,
+            build_id=new_id("b_"),
+            created_at=used,
+            last_used_at=used,
+        )
+        await CacheIndex(self.redis).record(entry)
+        return entry
 
     async def share(self, build: Build) -> None:
         await self.share_links.create(build.id, "jane", project_id=build.project_id)
@@ -234,3 +273,7 @@ class CountingStorage:
     async def delete_deployment(self, deployment_id: str) -> None:
         await self._deleting(f"deployment:{deployment_id}")
         await self.inner.delete_deployment(deployment_id)
+
+    async def delete_cache(self, project_id: str, kind: str, key: str) -> None:
+        await self._deleting(f"cache:{project_id}/{kind}/{key}")
+        await self.inner.delete_cache(project_id, kind, key)

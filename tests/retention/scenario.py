@@ -41,6 +41,7 @@ class Scenario:
             "artifacts": {b.id for b in self.removed_builds},
             "logs": {b.id for b in self.removed_builds},
             "build_records": {self.ancient.id, self.docs_oldest.id},
+            "caches": set(),
         }
 
     @property

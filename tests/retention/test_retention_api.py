@@ -108,7 +108,13 @@ async def test_owners_set_a_projects_retention_and_members_read_the_effective_po
     outsider = await gateway.user_headers("otto")
 
     initial = await (await client.get(url, headers=viewer)).get_json()
-    defaults = {"artifact_days": 30, "keep_last": 1, "deployment_days": 30, "record_days": 90}
+    defaults = {
+        "artifact_days": 30,
+        "keep_last": 1,
+        "deployment_days": 30,
+        "record_days": 90,
+        "cache_days": 14,
+    }
     assert initial["policy"] == initial["defaults"] == defaults
     assert initial["overrides"] == dict.fromkeys(defaults)
 

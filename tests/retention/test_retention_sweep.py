@@ -1,6 +1,6 @@
-"""Retention over a data set of old and new builds, with real files in storage: it removes
-exactly what the policy says and nothing live; a dry run removes nothing and reports the same;
-two runs at once never both remove; a run cut short is finished by the next."""
+"""Retention over a data set of old and new builds and caches, with real files in storage: it
+removes exactly what the policy says and nothing live; a dry run removes nothing and reports
+the same; two runs at once never both remove; a run cut short is finished by the next."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from gobuild.platform.retention_records import RETENTION_CATEGORIES
 from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.caches import CacheIndex
 from gobuild.platform.stores.retention import RetentionLock, RetentionPlans, RetentionReports
 from gobuild.retention.lease import RetentionBusy
 from tests.retention.conftest import MakeSweep
@@ -196,3 +197,66 @@ async def test_what_storage_refused_to_remove_keeps_its_record_for_the_next_run(
     assert removed_ids(retried)["deployments"] == {deployment_id}
     assert removed_ids(retried)["build_records"] == {scenario.ancient.id}
     await assert_removed_as_planned(storage, redis, scenario)
+
+
+async def test_caches_no_build_used_for_cache_days_are_removed_from_storage_and_the_index(
+    dataset: DataSet, storage: StorageUnderTest, redis: aioredis.Redis, make_sweep: MakeSweep
+) -> None:
+    site = await dataset.project("site")
+    docs = await dataset.project("docs", cache_days=60)
+    old = await dataset.cache(site, "dependencies", "production-old", unused_days=20)
+    old_incremental = await dataset.cache(site, "incremental", "main", unused_days=30)
+    recent = await dataset.cache(site, "dependencies", "production-new", unused_days=2)
+    # A project keeping its caches longer; a layer cache, which its builder prunes.
+    kept_longer = await dataset.cache(docs, "dependencies", "production-old", unused_days=20)
+    layer = await dataset.cache(site, "layer", "old-image", unused_days=100)
+    index = CacheIndex(redis)
+    gone, kept = [old, old_incremental], [recent, kept_longer]
+    expected = {"dependencies/production-old", "incremental/main"}
+
+    dry = await make_sweep().run(dry_run=True, trigger="api")
+
+    assert removed_ids(dry)["caches"] == expected
+    assert dry.removed.caches.count == 2
+    assert dry.removed.caches.bytes == dry.bytes_freed == sum(e.size_bytes for e in gone)
+    for entry in [*gone, *kept]:
+        assert await storage.has_cache(entry)
+        assert await index.get(entry.project_id, entry.kind, entry.key) == entry
+
+    report = await make_sweep().run(dry_run=False, trigger="schedule")
+
+    assert removed_ids(report)["caches"] == expected and report.skipped == []
+    assert report.removed.caches.bytes == report.bytes_freed == dry.bytes_freed
+    for entry in gone:
+        assert not await storage.has_cache(entry)
+        assert await index.get(entry.project_id, entry.kind, entry.key) is None
+    for entry in kept:
+        assert await storage.has_cache(entry)
+        assert await index.get(entry.project_id, entry.kind, entry.key) == entry
+    assert await index.get(site.id, "layer", layer.key) == layer
+    again = await make_sweep().run(dry_run=False, trigger="schedule")
+    assert removed_ids(again)["caches"] == set()
+
+
+async def test_a_cache_a_build_used_after_it_was_planned_is_kept(
+    dataset: DataSet, storage: StorageUnderTest, redis: aioredis.Redis, make_sweep: MakeSweep
+) -> None:
+    site = await dataset.project("site")
+    used = await dataset.cache(site, "dependencies", "production-a", unused_days=20)
+    unused = await dataset.cache(site, "dependencies", "production-b", unused_days=19)
+    crashing = CountingStorage(storage.client, crash_after=0)
+    with pytest.raises(RuntimeError, match="died"):
+        await make_sweep(storage=crashing).run(dry_run=False, trigger="schedule")
+    # Before the plan is finished (and after the removal in flight), a build uses one of them.
+    index = CacheIndex(redis)
+    await index.touch(used)
+
+    report = await make_sweep().run(dry_run=False, trigger="schedule")
+
+    assert report.resumed and removed_ids(report)["caches"] == {"dependencies/production-b"}
+    assert [(s.category, s.id, s.result) for s in report.skipped] == [
+        ("caches", "dependencies/production-a", "kept")
+    ]
+    assert await storage.has_cache(used) and not await storage.has_cache(unused)
+    assert await index.get(site.id, "dependencies", used.key) is not None
+    assert await index.get(site.id, "dependencies", unused.key) is None
