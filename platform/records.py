@@ -90,6 +90,19 @@ class BuildVariable(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+StepState = Literal["running", "succeeded", "failed", "cancelled", "timed_out"]
+
+
+class BuildStep(BaseModel):
+    """One step a build ran (checkout, the repository's steps, upload, deploy) and how long."""
+
+    name: str
+    state: StepState = "running"
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
 class Build(BaseModel):
     id: str
     project_id: str
@@ -121,6 +134,8 @@ class Build(BaseModel):
     peak_memory_bytes: int | None = None
     # For each cache: hit, partial or miss, its key and size, restore and save time.
     caches: list[CacheUse] = Field(default_factory=list)
+    # The steps of its latest attempt, in order, from the builder's status events.
+    steps: list[BuildStep] = Field(default_factory=list)
 
 
 class Deployment(BaseModel):

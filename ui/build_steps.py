@@ -1,7 +1,9 @@
 """The steps of a build (checkout, the repository's steps, upload, deploy) with their state and
 duration, for the build page.
 
-A build record names only its current step, so the steps are read from what GoBuild says in
+The build record keeps the steps of its latest attempt with their states and durations
+(`steps`); `observe_record` takes them, and they are preferred. Records made before it kept
+them name only their current step, so the steps are also read from what GoBuild says in
 the log (`Cloning ...`, `Image ...; steps: install, build; ...`, `$ <command>`, `Step 'build'
 finished in 1.2s`, `Packing output folder ...`, `Deployed to ...`, `Build failed: ...`) and,
 while the page is open, from the build's status events, whose times give every step a
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 StepState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
@@ -109,6 +111,27 @@ class StepTracker:
             step = self._steps[found.group("step")]
             step.state = "failed"
 
+    def observe_record(self, steps: list[dict[str, Any]] | None) -> None:
+        """The steps the build record keeps (`name`, `state`, `started_at`, `duration_seconds`):
+        their states and durations replace what the log and events told."""
+        if not steps:
+            return
+        self.version += 1
+        for item in steps:
+            name = item.get("name")
+            if not name:
+                continue
+            step = self._add(name)
+            state = item.get("state")
+            step.state = "failed" if state == "timed_out" else state  # type: ignore[assignment]
+            started = _parse_time(item.get("started_at"))
+            if started is not None:
+                step.started_at = started
+            if item.get("duration_seconds") is not None:
+                step.seconds = float(item["duration_seconds"])
+            if step.state == "running":
+                self._current = name
+
     def end(self, state: StepState, at: datetime | None = None) -> None:
         self.ended = state
         current = self._steps.get(self._current or "")
@@ -128,7 +151,7 @@ class StepTracker:
         names = [FIRST_STEP, *commands, *LAST_STEPS]
         self._steps = {name: old.get(name) or StepView(name) for name in names}
 
-    def _start(self, name: str, at: datetime | None = None) -> None:
+    def _add(self, name: str) -> StepView:
         step = self._steps.get(name)
         if step is None:
             # A step the log did not announce (events before the plan line): put it before
@@ -138,6 +161,10 @@ class StepTracker:
             names.insert(index, name)
             step = StepView(name)
             self._steps = {n: self._steps.get(n) or step for n in names}
+        return step
+
+    def _start(self, name: str, at: datetime | None = None) -> None:
+        step = self._add(name)
         if self._current and self._current != name:
             previous = self._steps.get(self._current)
             if previous is not None and previous.state == "running":
@@ -159,3 +186,14 @@ class StepTracker:
     def _finish_timing(step: StepView, at: datetime | None) -> None:
         if step.seconds is None and at is not None and step.started_at is not None:
             step.seconds = max(0.0, (at - step.started_at).total_seconds())
+
+
+def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None

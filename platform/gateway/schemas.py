@@ -48,6 +48,7 @@ from gobuild.platform.records import (
     BUILD_TARGETS,
     PROJECT_NAME_PATTERN,
     Build,
+    BuildStep,
     BuildTarget,
     Provider,
 )
@@ -57,6 +58,7 @@ from gobuild.platform.retention_records import (
     RetentionPolicy,
     RetentionReport,
 )
+from gobuild.platform.stores.resource_samples import ResourceSample
 from gobuild.platform.stores.retention import REPORTS_KEPT
 
 # A branch name git accepts (`git check-ref-format --branch`), kept deliberately strict.
@@ -252,6 +254,13 @@ class BuildAccepted(BaseModel):
 
     build_id: str
     status_url: str
+
+
+class BuildResources(BaseModel):
+    """The build's resource samples (CPU and memory of its step containers), oldest first:
+    the newest hour of them, kept for 30 days."""
+
+    samples: list[ResourceSample]
 
 
 class CancelAccepted(BaseModel):
@@ -532,6 +541,7 @@ class SharedBuildView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
+    steps: list[BuildStep] = []
     artifact: ArtifactRef | None
     deployment_url: str | None
     peak_cpu_percent: float | None

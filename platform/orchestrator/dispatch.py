@@ -18,6 +18,7 @@ from gobuild.platform.events import (
     BuildCompleted,
     BuildConfig,
     BuildRequested,
+    BuildResourceSample,
     BuildStatusChanged,
     BuildTriggered,
     Event,
@@ -26,6 +27,7 @@ from gobuild.platform.records import Build, BuildVariable, Project
 from gobuild.platform.stores.build_variables import BuildVariableStore
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.projects import ProjectStore
+from gobuild.platform.stores.resource_samples import ResourceSampleStore
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class Dispatcher:
         projects: ProjectStore,
         producer: EventProducer,
         variables: BuildVariableStore | None = None,
+        resource_samples: ResourceSampleStore | None = None,
     ) -> None:
         self.settings = settings
         self.builds = builds
@@ -68,6 +71,8 @@ class Dispatcher:
         self.producer = producer
         # The projects' build variables are kept beside the projects.
         self.variables = variables or BuildVariableStore(projects.redis)
+        # The builds' resource samples, kept for the dashboard's chart of a finished build.
+        self.resource_samples = resource_samples or ResourceSampleStore(projects.redis)
 
     async def handle_trigger(self, trigger: BuildTriggered) -> None:
         build = await self.builds.get(trigger.build_id)
@@ -136,6 +141,8 @@ class Dispatcher:
                 await self.builds.apply_status(event)
             elif isinstance(event, BuildCompleted) and event.builder_id is not None:
                 await self.builds.apply_completion(event)
+            elif isinstance(event, BuildResourceSample):
+                await self.resource_samples.append(event)
         except IllegalTransition as exc:
             log.warning(
                 "ignored %s for build %s: %s", event.type, getattr(event, "build_id", "?"), exc

@@ -11,7 +11,7 @@ from redis.asyncio.client import Pipeline
 
 from gobuild.platform.build_state import BuildState, check_result_transition, check_transition
 from gobuild.platform.events import BuildCompleted, BuildStatusChanged, BuildTriggered, utcnow
-from gobuild.platform.records import Build
+from gobuild.platform.records import Build, BuildStep, StepState
 from gobuild.platform.stores.keys import (
     CHANNEL_CANCEL,
     KEY_ACTIVE_BUILDS,
@@ -28,6 +28,49 @@ from gobuild.platform.stores.keys import (
     key_trigger,
 )
 from gobuild.platform.stores.optimistic import optimistic_update
+
+
+def _close_open_steps(steps: list[BuildStep], state: StepState, at: datetime) -> list[BuildStep]:
+    """The steps with every running one ended in `state` at `at`."""
+    return [
+        step.model_copy(
+            update={
+                "state": state,
+                "finished_at": at,
+                "duration_seconds": max(0.0, (at - step.started_at).total_seconds()),
+            }
+        )
+        if step.state == "running"
+        else step
+        for step in steps
+    ]
+
+
+def steps_after(
+    build: Build,
+    state: BuildState,
+    step: str | None,
+    at: datetime,
+    attempt: int | None = None,
+) -> list[BuildStep]:
+    """The build's step history after a status (or completion) event.
+
+    A running event naming a new step ends the running one as succeeded and starts that
+    step; a terminal state ends the running step in that state. Repeats change nothing, an
+    event of an earlier attempt is ignored, and a later attempt (resumed after its builder
+    was lost) starts the list again.
+    """
+    if attempt and attempt < build.attempt:
+        return build.steps
+    steps = [] if attempt and attempt > build.attempt else list(build.steps)
+    if state == BuildState.RUNNING:
+        if not step or (steps and steps[-1].name == step):
+            return steps
+        steps = _close_open_steps(steps, "succeeded", at)
+        steps.append(BuildStep(name=step, state="running", started_at=at))
+    elif state.is_terminal:
+        steps = _close_open_steps(steps, state.value, at)  # type: ignore[arg-type]
+    return steps
 
 
 class BuildStore:
@@ -127,11 +170,16 @@ class BuildStore:
             if build.state == event.state:
                 # Not a transition: a running build reports its step (and, after a builder
                 # was lost, the builder that took it over).
+                if event.attempt and event.attempt < build.attempt:
+                    return None  # from a builder that lost the build to a later attempt
                 progress: dict[str, object] = {"step": event.step}
                 if event.builder_id:
                     progress["builder_id"] = event.builder_id
                 if event.attempt:
                     progress["attempt"] = event.attempt
+                progress["steps"] = steps_after(
+                    build, event.state, event.step, event.occurred_at, event.attempt
+                )
                 if all(getattr(build, k) == v for k, v in progress.items()):
                     return None
                 return build.model_copy(update=progress)
@@ -139,14 +187,20 @@ class BuildStore:
                 check_result_transition(build.state, event.state)
             else:
                 check_transition(build.state, event.state)
-            update: dict[str, object] = {"state": event.state, "step": event.step}
+            update: dict[str, object] = {
+                "state": event.state,
+                "step": event.step,
+                "steps": steps_after(
+                    build, event.state, event.step, event.occurred_at, event.attempt
+                ),
+            }
             if event.number is not None:
                 update["number"] = event.number
             if event.reason:
                 update["reason"] = event.reason
             if event.builder_id:
                 update["builder_id"] = event.builder_id
-            if event.attempt:
+            if event.attempt and event.attempt >= build.attempt:
                 update["attempt"] = event.attempt
             if event.commit_sha:
                 update["commit_sha"] = event.commit_sha
@@ -187,6 +241,8 @@ class BuildStore:
                     "peak_memory_bytes": event.peak_memory_bytes,
                     # A completion the orchestrator made itself (time limit) knows no caches.
                     "caches": event.caches or build.caches,
+                    # The step it was in ends with the build (the status event may come later).
+                    "steps": steps_after(build, event.state, None, event.occurred_at),
                 }
             )
 

@@ -69,6 +69,11 @@ def key_build(build_id: str) -> str:
     return f"{PREFIX}build:{build_id}"
 
 
+def key_build_resource_samples(build_id: str) -> str:
+    """List, capped and expiring: the build's resource samples (JSON), oldest first."""
+    return f"{PREFIX}build:{build_id}:resources"
+
+
 def key_trigger(build_id: str) -> str:
     return f"{PREFIX}trigger:{build_id}"
 

@@ -100,6 +100,7 @@ async def test_openapi_describes_every_route_its_auth_and_its_errors(gateway: Ga
         "/api/shared/{token}",
         "/api/shared/{token}/logs",
         "/api/shared/{token}/artifact",
+        "/api/shared/{token}/resources",
     }
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():

@@ -90,6 +90,7 @@ def register(dashboard: Dashboard) -> None:
             log_download_url=f"/builds/{build_id}/log.txt",
             artifact_url=f"/builds/{build_id}/artifact",
             actions=actions,
+            load_resources=lambda: session.get(f"/api/builds/{build_id}/resources"),
         )
         with content:
             with ui.row().classes("text-sm gap-2"):

@@ -73,8 +73,11 @@ class BuildView:
         log_download_url: str,
         artifact_url: str | None,
         actions: Callable[[], None] | None = None,
+        load_resources: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> None:
         self.dashboard = dashboard
+        # The build's stored resource samples (`{samples: [...]}`), drawn before live ones.
+        self.load_resources = load_resources
         self.build = build
         self.project_name = project_name
         self.reload_build = reload_build
@@ -83,9 +86,11 @@ class BuildView:
         self.actions = actions
         self.steps = StepTracker()
         self.steps.observe_reason(build.get("reason"))
+        self.steps.observe_record(build.get("steps"))
         self._steps_version = -1
         self.feed = LogFeed(open_log, self, tail_lines=TAIL_LINES, on_line=self._observe_line)
         self.samples: list[BuildResourceSample] = []
+        self._sample_keys: set[tuple[datetime, str]] = set()
         self.window_mode = False
         self._errors: list[ConsoleLine] = []
         self._shown_actions: tuple[object, ...] = ()
@@ -377,9 +382,15 @@ class BuildView:
         self.window_mode = False
         self.back.visible = False
         await self.feed.load_backlog()
+        self._observe_record()
 
     def _observe_line(self, line: str) -> None:
         self.steps.observe_line(line)
+
+    def _observe_record(self) -> None:
+        """The record's steps (states and durations) over what the log replayed told."""
+        self.steps.observe_record(self.build.get("steps"))
+        self._refresh_steps()
 
     def _refresh_steps(self) -> None:
         if self.steps.version != self._steps_version:
@@ -397,9 +408,11 @@ class BuildView:
             recent = live.recent_chunks(build_id)
             await self.feed.load_backlog()
             self.feed.add_chunks(recent)
+            # Samples published before the watch began (live ones after them are queued).
+            await self._load_sample_history()
             # What changed between reading the record for the page and watching: read again.
             await self._reload_record(None)
-            self._refresh_steps()
+            self._observe_record()
             try:
                 while True:
                     if watch.fell_behind:
@@ -451,14 +464,60 @@ class BuildView:
                     return
                 self.build.update(fresh)
                 self.steps.observe_reason(fresh.get("reason"))
+                self.steps.observe_record(fresh.get("steps"))
                 self.refresh_header()
                 self._refresh_steps()
                 self._update_resource_note()
                 return
             await asyncio.sleep(RECORD_RETRY_SECONDS)
 
+    async def _load_sample_history(self) -> None:
+        """Draw the samples kept for the build (running or finished): the chart of a build
+        opened after it ended, or the part of it before the page watched."""
+        if self.load_resources is None:
+            return
+        try:
+            answer = await self.load_resources()
+            stored = [
+                BuildResourceSample(
+                    build_id=self.build["id"],
+                    project_id=self.build.get("project_id") or "",
+                    step=item["step"],
+                    cpu_percent=item["cpu_percent"],
+                    memory_bytes=item["memory_bytes"],
+                    memory_limit_bytes=item.get("memory_limit_bytes"),
+                    occurred_at=item["at"],
+                )
+                for item in (answer or {}).get("samples") or []
+            ]
+        except Exception:  # the chart is optional: the page works without it
+            log.warning("resource samples of build %s not loaded", self.build["id"], exc_info=True)
+            return
+        if stored:
+            self._add_samples(stored)
+
     def _add_sample(self, sample: BuildResourceSample) -> None:
-        self.samples.append(sample)
+        self._add_samples([sample])
+
+    def _add_samples(self, samples: list[BuildResourceSample]) -> None:
+        """Plot samples not drawn yet (a live one may also be among the stored ones)."""
+        new = []
+        for sample in samples:
+            key = (sample.occurred_at, sample.step)
+            if key not in self._sample_keys:
+                self._sample_keys.add(key)
+                new.append(sample)
+        if not new:
+            return
+        self.samples.extend(new)
+        for sample in new:
+            self._plot(sample)
+        self.chart.update()
+        self._update_resource_note()
+        self.peak_cpu_label.set_text(self._peak_cpu_text())
+        self.peak_memory_label.set_text(self._peak_memory_text())
+
+    def _plot(self, sample: BuildResourceSample) -> None:
         start = parse_time(self.build.get("started_at")) or self.samples[0].occurred_at
         at = round(max(0.0, (sample.occurred_at - start).total_seconds()), 1)
         options = self.chart.options
@@ -474,10 +533,6 @@ class BuildView:
                 "data": [{"yAxis": limit}],
             }
             options["yAxis"][1]["max"] = round(limit * 1.1)
-        self.chart.update()
-        self._update_resource_note()
-        self.peak_cpu_label.set_text(self._peak_cpu_text())
-        self.peak_memory_label.set_text(self._peak_memory_text())
 
     def _update_resource_note(self) -> None:
         self.chart.visible = bool(self.samples) or self.build["state"] not in FINISHED_STATES
@@ -485,7 +540,7 @@ class BuildView:
             self.resource_note.set_text(f"{len(self.samples)} samples, about one a second")
         elif self.build["state"] in FINISHED_STATES:
             self.resource_note.set_text(
-                "Samples are drawn while the build runs; the header shows the peaks."
+                "No samples were kept for this build; the header shows the peaks."
             )
         else:
             self.resource_note.set_text("Waiting for the first sample...")

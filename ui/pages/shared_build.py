@@ -34,11 +34,14 @@ def register(dashboard: Dashboard) -> None:
             dashboard, f"{build['project_name']} #{build.get('number') or ''}", None
         )
 
-        async def reload_build() -> dict[str, Any] | None:
+        async def load_json(url: str) -> dict[str, Any] | None:
             try:
-                return (await dashboard.api.call("GET", path)).json()
+                return (await dashboard.api.call("GET", url)).json()
             except ApiCallError:
                 return None
+
+        async def reload_build() -> dict[str, Any] | None:
+            return await load_json(path)
 
         view = BuildView(
             dashboard,
@@ -48,6 +51,7 @@ def register(dashboard: Dashboard) -> None:
             reload_build=reload_build,
             log_download_url=f"/share/{token}/log.txt",
             artifact_url=f"/share/{token}/artifact",
+            load_resources=lambda: load_json(f"{path}/resources"),
         )
         with content:
             ui.label("Shared build (read-only)").classes("text-grey-7 text-sm").props(

@@ -12,11 +12,12 @@ from gobuild.platform.gateway.authorization import current_principal, require_in
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.gateway.openapi import document_errors, document_raw_response
-from gobuild.platform.gateway.schemas import BuildView, CancelAccepted, LogQuery
+from gobuild.platform.gateway.schemas import BuildResources, BuildView, CancelAccepted, LogQuery
 from gobuild.platform.gateway.storage_proxy import open_storage_stream, relay_response
 from gobuild.platform.records import Build
 from gobuild.platform.repo_url import redact_url
 from gobuild.platform.storage_client import artifact_path, log_path
+from gobuild.platform.stores.resource_samples import ResourceSampleStore
 
 blueprint = Blueprint("builds", __name__, url_prefix="/api/builds")
 tag_blueprint(blueprint, ["builds"])
@@ -52,6 +53,19 @@ async def get_build(build_id: str) -> ResponseReturnValue:
     """A build: state, step, timing, commit, artifact and deployment."""
     ctx = gateway()
     return build_view(ctx, await find_build(ctx, build_id))
+
+
+async def resources_response(ctx: GatewayContext, build: Build) -> BuildResources:
+    return BuildResources(samples=await ResourceSampleStore(ctx.redis).samples(build.id))
+
+
+@blueprint.get("/<build_id>/resources")
+@validate_response(BuildResources)
+async def get_resources(build_id: str) -> ResponseReturnValue:
+    """The build's CPU and memory over time: the samples its builder published while its
+    steps ran (about one a second), oldest first; empty when none were kept."""
+    ctx = gateway()
+    return await resources_response(ctx, await find_build(ctx, build_id))
 
 
 @blueprint.get("/<build_id>/logs")

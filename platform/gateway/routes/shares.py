@@ -24,8 +24,14 @@ from gobuild.platform.gateway.authorization import current_principal, require_in
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.gateway.openapi import document_errors, document_raw_response, public
-from gobuild.platform.gateway.routes.builds import artifact_response, find_build, log_response
+from gobuild.platform.gateway.routes.builds import (
+    artifact_response,
+    find_build,
+    log_response,
+    resources_response,
+)
 from gobuild.platform.gateway.schemas import (
+    BuildResources,
     LogQuery,
     ShareCreate,
     SharedBuildView,
@@ -177,6 +183,17 @@ async def get_shared_logs(token: str) -> ResponseReturnValue:
     ctx = gateway()
     build, _ = await shared_build(ctx, token)
     return await log_response(ctx, build)
+
+
+@blueprint.get("/api/shared/<token>/resources")
+@public
+@validate_response(BuildResources)
+@document_errors(410)
+async def get_shared_resources(token: str) -> ResponseReturnValue:
+    """The shared build's CPU and memory over time (its resource samples, oldest first)."""
+    ctx = gateway()
+    build, _ = await shared_build(ctx, token)
+    return await resources_response(ctx, build)
 
 
 @blueprint.get("/api/shared/<token>/artifact")
