@@ -167,7 +167,9 @@ async def start_notifications(
                     dashboard_url=DASHBOARD_URL,
                 ),
             )
-            await stack.enter_async_context(QuartTestApp(app, startup_timeout=60))
+            await stack.enter_async_context(
+                QuartTestApp(app, startup_timeout=60, shutdown_timeout=60)
+            )
             return NotificationStack(settings=settings, redis=redis, producer=producer)
 
         yield start

@@ -34,7 +34,7 @@ from tests.kafka_reading import read_events
 
 def running(settings: Settings) -> QuartTestApp:
     """The orchestrator app with its consumers started (joining groups takes a few seconds)."""
-    return QuartTestApp(create_app(settings), startup_timeout=60)
+    return QuartTestApp(create_app(settings), startup_timeout=60, shutdown_timeout=60)
 
 
 @pytest.fixture

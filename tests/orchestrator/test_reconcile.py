@@ -338,7 +338,7 @@ async def test_the_orchestrator_requests_a_lost_build_again_on_its_own(
     build = await dispatched_build(redis, project)
     claims = await builder_alive(redis, "idle-builder", running=[])
 
-    async with QuartTestApp(create_app(settings), startup_timeout=60):
+    async with QuartTestApp(create_app(settings), startup_timeout=60, shutdown_timeout=60):
 
         async def requested() -> list[Any]:
             await claims.beat({"id": "idle-builder", "running": [], "capacity": 1})
