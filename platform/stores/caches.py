@@ -10,15 +10,8 @@ from pydantic import ValidationError
 
 from gobuild.platform.cache_records import CacheEntry, cache_field
 from gobuild.platform.events import CacheKind, utcnow
+from gobuild.platform.stores.held_keys import release_if_held
 from gobuild.platform.stores.keys import key_cache_save_lease, key_project_caches
-
-# Compare-and-delete: only the build holding the lease gives it up.
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class CacheIndex:
@@ -75,9 +68,7 @@ class CacheIndex:
         return None
 
     async def release_save(self, project_id: str, kind: CacheKind, key: str, token: str) -> None:
-        await self.redis.eval(  # type: ignore[misc]
-            _RELEASE_LEASE, 1, key_cache_save_lease(project_id, kind, key), token
-        )
+        await release_if_held(self.redis, key_cache_save_lease(project_id, kind, key), token)
 
 
 def _parse(raw: str) -> CacheEntry | None:

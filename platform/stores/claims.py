@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gobuild.platform.stores.held_keys import release_if_held, renew_if_held
 from gobuild.platform.stores.keys import (
     KEY_BUILDERS,
     key_build_attempts,
@@ -27,18 +28,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TTL_SECONDS = 15
 CLAIM_TTL_SECONDS = 30
 
-_REFRESH_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 _TAKE_OVER_CLAIM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -74,14 +63,12 @@ class BuildClaims:
 
     async def renew(self, build_id: str) -> None:
         """Extend this builder's claim on the build."""
-        await self.redis.eval(  # type: ignore[misc]
-            _REFRESH_CLAIM, 1, key_build_claim(build_id), self.builder_id, CLAIM_TTL_SECONDS
+        await renew_if_held(
+            self.redis, key_build_claim(build_id), self.builder_id, CLAIM_TTL_SECONDS
         )
 
     async def release(self, build_id: str) -> None:
-        await self.redis.eval(  # type: ignore[misc]
-            _RELEASE_CLAIM, 1, key_build_claim(build_id), self.builder_id
-        )
+        await release_if_held(self.redis, key_build_claim(build_id), self.builder_id)
 
     async def next_attempt(self, build_id: str) -> int:
         """Count one more attempt at the build; the first is 1."""

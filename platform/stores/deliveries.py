@@ -19,6 +19,7 @@ from redis.asyncio.client import Pipeline
 from gobuild.platform.events import utcnow
 from gobuild.platform.notification_records import Delivery, DeliveryStatus
 from gobuild.platform.records import new_id
+from gobuild.platform.stores.held_keys import release_if_held
 from gobuild.platform.stores.keys import (
     KEY_NOTIFICATION_QUEUE,
     key_notification_delivery,
@@ -43,11 +44,6 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
 return due
 """
-# Release a lock only if it is still the holder's.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def new_delivery_id() -> str:
@@ -60,7 +56,6 @@ class DeliveryQueue:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
 
     async def enqueue(
         self,
@@ -223,4 +218,4 @@ class DeliveryQueue:
         return token if locked else None
 
     async def unlock_ordering(self, ordering_key: str, token: str) -> None:
-        await self._release(keys=[key_notification_sending(ordering_key)], args=[token])
+        await release_if_held(self.redis, key_notification_sending(ordering_key), token)

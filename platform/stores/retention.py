@@ -20,6 +20,7 @@ from gobuild.platform.retention_records import (
     RetentionReport,
     RetentionRun,
 )
+from gobuild.platform.stores.held_keys import release_if_held, renew_if_held
 from gobuild.platform.stores.keys import (
     KEY_RETENTION_LOCK,
     KEY_RETENTION_OUTCOMES,
@@ -35,19 +36,6 @@ from gobuild.platform.stores.optimistic import optimistic_update
 REPORTS_KEPT = 200
 # Planned removals written (and read) per round trip.
 PLAN_BATCH = 500
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class LockLost(RuntimeError):
@@ -86,12 +74,10 @@ class RetentionLock:
 
     async def renew(self, token: str, lease_seconds: float) -> bool:
         """Extend the lease; False when the token no longer holds the lock."""
-        lease_ms = max(1, int(lease_seconds * 1000))
-        renewed = await self.redis.eval(_RENEW, 1, KEY_RETENTION_LOCK, token, lease_ms)  # type: ignore[misc]
-        return bool(renewed)
+        return await renew_if_held(self.redis, KEY_RETENTION_LOCK, token, lease_seconds)
 
     async def release(self, token: str) -> None:
-        await self.redis.eval(_RELEASE, 1, KEY_RETENTION_LOCK, token)  # type: ignore[misc]
+        await release_if_held(self.redis, KEY_RETENTION_LOCK, token)
 
 
 async def _check_holder(pipe: Pipeline, token: str) -> None:
