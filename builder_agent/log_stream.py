@@ -31,6 +31,7 @@ from gobuild.builder_agent.secret_mask import SecretMask
 from gobuild.platform.bus import EventProducer
 from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_LOGS, LogChunk
+from gobuild.platform.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +302,7 @@ class LogStreamer:
             wait = self._interval
             if self._lines:
                 wait = max(0.0, self._first_line_at + self._interval - loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await wait_event(self._wake, wait)
             self._wake.clear()
             if not self._closed:
                 self._announce_drops(time.monotonic(), force=False)

@@ -28,6 +28,7 @@ from gobuild.platform.devstack import (
     start_broker,
     start_redis,
 )
+from gobuild.platform.waiting import wait_event
 
 log = logging.getLogger("gobuild.dev")
 
@@ -198,8 +199,7 @@ async def supervise_infrastructure(child: ChildProcess, stopping: asyncio.Event)
             say(f"{child.name} exited with code {code} too often; giving up on it")
             return
         say(f"{child.name} exited with code {code}; restarting ({restarts}/{RESTART_LIMIT})")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), restart_delay(restarts))
+        await wait_event(stopping, restart_delay(restarts))
         if stopping.is_set():
             return
         try:

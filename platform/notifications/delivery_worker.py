@@ -9,7 +9,6 @@ the other receivers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -20,6 +19,7 @@ from gobuild.platform.notification_records import Delivery
 from gobuild.platform.notifications.outcome import retry
 from gobuild.platform.notifications.sending import DeliverySender
 from gobuild.platform.stores.deliveries import DeliveryQueue
+from gobuild.platform.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class DeliveryWorker:
                 except RedisError as exc:
                     log.warning("delivery queue unreachable (%r); retrying", exc)
                     wait = REDIS_RETRY_SECONDS
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), wait)
+                await wait_event(self._changed, wait)
                 self._changed.clear()
         finally:
             for task in self._tasks:

@@ -24,6 +24,7 @@ from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_LOGS, LogChunk
 from gobuild.platform.storage.identifiers import is_valid_build_id
 from gobuild.platform.storage.logs import LogStore
+from gobuild.platform.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,7 @@ class LogConsumer:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep for a retry backoff, but wake up at once when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_event(self._stopping, seconds)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         retry_delay = RETRY_MIN_SECONDS
