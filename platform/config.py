@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     layer_cache_max_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
     builder_concurrency: int = Field(default=1, ge=1)
     builder_id: str = ""
+    # Labels this builder announces (comma-separated, `arch=amd64,node`); a project that
+    # requires labels is built only by builders that have them all.
+    builder_labels: str = ""
+    # Scheduling. A build waiting in the queue longer than this ends `timed_out`.
+    queue_timeout_seconds: int = Field(default=3600, ge=1)
+    # Production builds and redeploys go first by this head start; a preview build that has
+    # waited longer than it goes before newer production builds (aging: none starves).
+    queue_priority_boost_seconds: float = Field(default=600.0, ge=0)
+    # A builder assigned a job that has not claimed it within this many seconds gets it again
+    # (the job was lost on the way); a builder silent past its heartbeat is lost.
+    dispatch_claim_timeout_seconds: float = Field(default=15.0, gt=0)
     log_flush_interval_ms: int = Field(default=50, ge=1)
     log_batch_lines: int = Field(default=200, ge=1)
     # Bounds on one build's log: total bytes, then output is dropped (the build goes on);

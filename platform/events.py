@@ -80,7 +80,8 @@ class BuildConfig(BaseModel):
     pids_limit: int = Field(ge=16)
 
 
-TriggerSource = Literal["github", "gitlab", "api", "redeploy"]
+# `dependency`: a successful production build of a project this one depends on.
+TriggerSource = Literal["github", "gitlab", "api", "redeploy", "dependency"]
 
 
 class BuildTriggered(Event):
@@ -121,6 +122,11 @@ class BuildRequested(Event):
     repo_credentials: str | None = None
     # The project was registered by an instance admin (platform.repo_url's policy).
     trusted_source: bool = False
+    # The builder the scheduler gave the job to: only that builder runs it (None: any, from an
+    # orchestrator older than the scheduler).
+    builder_id: str | None = None
+    # Which attempt at the build this job is (1 first; more after a lost builder).
+    attempt: int = 1
 
 
 class BuildStatusChanged(Event):

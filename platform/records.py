@@ -59,6 +59,18 @@ class Project(BaseModel):
     image: str | None = None
     # The monorepo subfolder that is built; None: the repository root.
     root_dir: str | None = None
+    # Scheduling (`PATCH /api/projects/{id}/settings`). A newer push to a branch cancels that
+    # branch's older queued and running builds.
+    auto_cancel: bool = True
+    # At most this many of its builds run at once; None: no limit of its own.
+    concurrency_limit: int | None = None
+    # Labels a builder must have to build it (`arch=amd64`, `node`).
+    required_labels: list[str] = Field(default_factory=list)
+    # Its own build time limit, in seconds; may only lower GOBUILD_BUILD_TIMEOUT_SECONDS.
+    build_timeout_seconds: int | None = None
+    # Ids of the projects it depends on: a successful production build of one of them builds
+    # this project's production branch again, after it (no cycles: refused when saved).
+    depends_on: list[str] = Field(default_factory=list)
 
     def public(self) -> dict[str, object]:
         """The project as the API shows it; the webhook secret is only shown on creation and
@@ -121,6 +133,10 @@ class Build(BaseModel):
     reason: str | None = None
     builder_id: str | None = None
     attempt: int = 0
+    # Set when a newer push to its branch cancelled it (auto-cancel): that build's id.
+    superseded_by: str | None = None
+    # Set on a build a successful production build of a dependency started: that build's id.
+    triggered_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

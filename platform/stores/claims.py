@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ class BuildClaims:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(
                 key_builder_heartbeat(self.builder_id),
-                json.dumps(status),
+                json.dumps({**status, "at": now}),
                 ex=HEARTBEAT_TTL_SECONDS,
             )
             pipe.zadd(KEY_BUILDERS, {self.builder_id: now})
@@ -97,15 +98,31 @@ class BuildClaims:
 
 @dataclass(frozen=True)
 class LiveBuilder:
-    """A builder whose heartbeat is current, and what that heartbeat says."""
+    """A builder whose heartbeat is current, and what that heartbeat says: the builds it runs,
+    its slots (`capacity`), labels, host and the host's CPUs and memory."""
 
     id: str
     running: tuple[str, ...]
     capacity: int
+    host: str = ""
+    labels: tuple[str, ...] = ()
+    cpus: int | None = None
+    memory_bytes: int | None = None
+    started_at: str | None = None
+    last_seen: float | None = None
 
     @property
     def has_free_slot(self) -> bool:
         return len(self.running) < self.capacity
+
+    def has_labels(self, required: Iterable[str]) -> bool:
+        """Whether it has every required label (`node`, or `key=value` exactly)."""
+        return set(required) <= set(self.labels)
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    """`arch=amd64, node` -> ("arch=amd64", "node"): trimmed, empty ones dropped, sorted."""
+    return tuple(sorted({label.strip() for label in text.split(",") if label.strip()}))
 
 
 class BuilderFleet:
@@ -129,12 +146,21 @@ class BuilderFleet:
                 continue
             try:
                 status = json.loads(raw)
-                running = tuple(str(b) for b in status.get("running", ()))
-                capacity = int(status.get("capacity", 1))
+                builder = LiveBuilder(
+                    id=builder_id,
+                    running=tuple(str(b) for b in status.get("running", ())),
+                    capacity=int(status.get("capacity", 1)),
+                    host=str(status.get("host", "")),
+                    labels=tuple(str(label) for label in status.get("labels", ())),
+                    cpus=_optional_int(status.get("cpus")),
+                    memory_bytes=_optional_int(status.get("memory_bytes")),
+                    started_at=status.get("started_at"),
+                    last_seen=_optional_float(status.get("at")),
+                )
             except (ValueError, TypeError, AttributeError):
                 log.warning("unreadable heartbeat of builder %s", builder_id)
                 continue
-            live[builder_id] = LiveBuilder(builder_id, running, capacity)
+            live[builder_id] = builder
         return live
 
     async def holder(self, build_id: str) -> str | None:
@@ -143,3 +169,11 @@ class BuilderFleet:
         if holder is None or not await self.redis.exists(key_builder_heartbeat(holder)):
             return None
         return str(holder)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

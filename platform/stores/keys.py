@@ -22,7 +22,20 @@ KEY_ACTIVE_BUILDS = PREFIX + "builds:active"
 KEY_RESULT_OUTBOX = PREFIX + "builds:outbox"
 # Sorted set: builder id -> unix time of its last heartbeat (the heartbeats, found without SCAN).
 KEY_BUILDERS = PREFIX + "builders"
+# The scheduler's queue (platform.stores.build_queue). Sorted set: id of each build waiting for
+# a builder -> its rank score (when it was queued, earlier for production builds).
+KEY_BUILD_QUEUE = PREFIX + "queue"
+# Hash: waiting build id -> its `QueueEntry` as JSON (position, reason, estimated start),
+# written by the scheduler after each round, read by the API.
+KEY_QUEUE_SNAPSHOT = PREFIX + "queue:snapshot"
+# Hash: build id -> its `Assignment` as JSON (the builder it was given to, attempt, when).
+KEY_BUILD_ASSIGNMENTS = PREFIX + "queue:assignments"
 CHANNEL_CANCEL = PREFIX + "cancel"
+
+
+def key_builder_assigned(builder_id: str) -> str:
+    """Set: ids of the builds the scheduler gave this builder that have not ended."""
+    return f"{PREFIX}builder:{builder_id}:assigned"
 
 
 def key_project(project_id: str) -> str:

@@ -1,0 +1,191 @@
+"""The scheduler's queue of builds waiting for a builder, and which builder each job was given.
+
+The orchestrator's scheduler is its only writer: a build is queued when its trigger is handled
+(or again after its builder was lost), leaves the queue when a builder's slot is assigned to it
+(`assign`, atomic: a builder is never given more jobs than its slots), and its assignment ends
+with the build. After each round the scheduler writes a snapshot of the queue (position, reason,
+estimated start of each waiting build) that the API reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Literal, TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ValidationError
+
+from gobuild.platform.stores.keys import (
+    KEY_BUILD_ASSIGNMENTS,
+    KEY_BUILD_QUEUE,
+    KEY_QUEUE_SNAPSHOT,
+    key_builder_assigned,
+)
+
+# Why a build waits (what `GET /api/builds/{id}` shows in `queue.reason`).
+QueueReason = Literal[
+    "no_free_slot",
+    "project_concurrency_limit",
+    "no_builder_with_labels",
+    "waiting_for_dependency",
+    "broker_unavailable",
+]
+QUEUE_REASON_TEXT: dict[QueueReason, str] = {
+    "no_free_slot": "every builder slot is busy",
+    "project_concurrency_limit": "the project's concurrency limit is reached",
+    "no_builder_with_labels": "no builder has the labels the project requires",
+    "waiting_for_dependency": "waiting for a build of a project it depends on",
+    "broker_unavailable": "the message broker is unavailable",
+}
+Priority = Literal["high", "normal"]
+M = TypeVar("M", bound=BaseModel)
+
+
+class QueueEntry(BaseModel):
+    """A waiting build as the scheduler last saw it."""
+
+    build_id: str
+    project_id: str
+    # 1 = the next build to start.
+    position: int
+    priority: Priority
+    reason: QueueReason
+    queued_at: datetime
+    # When a slot is expected to be free for it; None: cannot be told (no builder can take it).
+    estimated_start: datetime | None = None
+
+    def public(self) -> dict[str, object]:
+        shown = self.model_dump(mode="json", exclude={"build_id", "project_id"})
+        shown["reason_text"] = QUEUE_REASON_TEXT[self.reason]
+        return shown
+
+
+class Assignment(BaseModel):
+    """A job given to a builder: it holds one of that builder's slots until the build ends."""
+
+    build_id: str
+    builder_id: str
+    attempt: int
+    assigned_at: float
+
+
+def queue_score(queued_at: float, priority: Priority, boost_seconds: float) -> float:
+    """Lower goes first: FIFO by time queued, high priority `boost_seconds` earlier (so a
+    normal build that waited longer than the boost goes before newer high ones)."""
+    return queued_at - (boost_seconds if priority == "high" else 0.0)
+
+
+# Assign only while the builder has a free slot, and only a build still in the queue.
+_ASSIGN = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+"""
+
+
+class BuildQueue:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    # The queue ------------------------------------------------------------------------------
+
+    async def enqueue(self, build_id: str, score: float) -> None:
+        """Queue the build (a build already queued keeps its place)."""
+        await self.redis.zadd(KEY_BUILD_QUEUE, {build_id: score}, nx=True)
+
+    async def ordered(self) -> list[tuple[str, float]]:
+        """The waiting builds, the next first, with their scores."""
+        return [
+            (str(build_id), float(score))
+            for build_id, score in await self.redis.zrange(KEY_BUILD_QUEUE, 0, -1, withscores=True)
+        ]
+
+    async def is_queued(self, build_id: str) -> bool:
+        return await self.redis.zscore(KEY_BUILD_QUEUE, build_id) is not None
+
+    async def remove(self, build_id: str) -> None:
+        """Take the build out of the queue (it ended, or was cancelled)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(KEY_BUILD_QUEUE, build_id)
+            pipe.hdel(KEY_QUEUE_SNAPSHOT, build_id)
+            await pipe.execute()
+
+    # Assignments ----------------------------------------------------------------------------
+
+    async def assign(self, build_id: str, builder_id: str, slots: int, attempt: int) -> bool:
+        """Give the queued build to the builder if it has fewer than `slots` assigned builds;
+        False if it has not, or the build is no longer queued."""
+        assignment = Assignment(
+            build_id=build_id, builder_id=builder_id, attempt=attempt, assigned_at=time.time()
+        )
+        done = await self.redis.eval(  # type: ignore[misc]
+            _ASSIGN,
+            4,
+            KEY_BUILD_QUEUE,
+            key_builder_assigned(builder_id),
+            KEY_BUILD_ASSIGNMENTS,
+            KEY_QUEUE_SNAPSHOT,
+            build_id,
+            slots,
+            assignment.model_dump_json(),
+        )
+        return int(done) == 1
+
+    async def assignment(self, build_id: str) -> Assignment | None:
+        raw = await self.redis.hget(KEY_BUILD_ASSIGNMENTS, build_id)
+        return _parse(Assignment, raw)
+
+    async def assignments(self) -> list[Assignment]:
+        raw = await self.redis.hgetall(KEY_BUILD_ASSIGNMENTS)
+        found = (_parse(Assignment, value) for value in raw.values())
+        return [a for a in found if a is not None]
+
+    async def assigned_to(self, builder_id: str) -> set[str]:
+        return {str(b) for b in await self.redis.smembers(key_builder_assigned(builder_id))}
+
+    async def unassign(self, build_id: str) -> Assignment | None:
+        """End the build's assignment (it ended, or its builder was lost): the slot is free."""
+        assignment = await self.assignment(build_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(KEY_BUILD_ASSIGNMENTS, build_id)
+            if assignment is not None:
+                pipe.srem(key_builder_assigned(assignment.builder_id), build_id)
+            await pipe.execute()
+        return assignment
+
+    # The snapshot the API reads -------------------------------------------------------------
+
+    async def write_snapshot(self, entries: list[QueueEntry]) -> None:
+        """Replace the snapshot with this round's view of the queue."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(KEY_QUEUE_SNAPSHOT)
+            if entries:
+                pipe.hset(
+                    KEY_QUEUE_SNAPSHOT,
+                    mapping={e.build_id: e.model_dump_json() for e in entries},
+                )
+            await pipe.execute()
+
+    async def entry(self, build_id: str) -> QueueEntry | None:
+        return _parse(QueueEntry, await self.redis.hget(KEY_QUEUE_SNAPSHOT, build_id))
+
+    async def entries(self) -> list[QueueEntry]:
+        """The waiting builds in order, as the scheduler last saw them."""
+        raw = await self.redis.hgetall(KEY_QUEUE_SNAPSHOT)
+        found = (_parse(QueueEntry, value) for value in raw.values())
+        return sorted((e for e in found if e is not None), key=lambda e: e.position)
+
+
+def _parse(model: type[M], raw: str | bytes | None) -> M | None:
+    if raw is None:
+        return None
+    try:
+        return model.model_validate(json.loads(raw))
+    except (ValueError, ValidationError):
+        return None
