@@ -1,11 +1,13 @@
 """The builder agent: takes build jobs from `build-requests` and runs them to a deployment.
 
-The agent composes small parts, as Woodpecker's runner does: `JobWorker`s consume jobs (one per
-slot) and commit each after its build ended; `BuildClaims` keep two builders from running one
-build and let a live builder take over a dead one's; `BuildRunner` takes one job through the
-`BuildPipeline` (checkout → steps → artifact → deploy); `BuildReporter` publishes the events;
-`ResultDelivery` keeps each result in the outbox until the orchestrator applied it.
-The agent itself owns the connections, the heartbeat and the cancel listener.
+The agent composes small parts, as Woodpecker's runner does: one `JobWorker` consumes the jobs
+the scheduler gave this builder and runs each as a task, at most `builder_concurrency` at once;
+`BuildClaims` keep two builders from running one build and let a live builder take over a dead
+one's; `BuildRunner` takes one job through the `BuildPipeline` (checkout → steps → artifact →
+deploy); `BuildReporter` publishes the events; `ResultDelivery` keeps each result in the outbox
+until the orchestrator applied it. The agent itself owns the connections, the heartbeat (which
+starts once the worker hears its jobs: the scheduler gives jobs only to builders that beat) and
+the cancel listener.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 from typing import TypeVar
 
 import docker
@@ -29,7 +32,7 @@ from gobuild.builder_agent.delivery import ResultDelivery
 from gobuild.builder_agent.pipeline import BuildPipeline
 from gobuild.builder_agent.reporter import BuildReporter
 from gobuild.builder_agent.runner import BuildRunner
-from gobuild.builder_agent.worker import CONSUMER_GROUP, JobWorker
+from gobuild.builder_agent.worker import JobWorker, consumer_group
 from gobuild.platform.bus import EventProducer, wait_for_topics
 from gobuild.platform.config import Settings
 from gobuild.platform.events import utcnow
@@ -41,13 +44,14 @@ from gobuild.platform.repo_credentials import (
 from gobuild.platform.storage_client import StorageClient
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.caches import CacheIndex
-from gobuild.platform.stores.claims import BuildClaims
+from gobuild.platform.stores.claims import BuildClaims, parse_labels
 from gobuild.platform.stores.connection import connect_redis
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.keys import CHANNEL_CANCEL
 from gobuild.platform.stores.outbox import ResultOutbox
+from gobuild.platform.waiting import wait_event
 
-__all__ = ["CONSUMER_GROUP", "Agent", "default_builder_id"]
+__all__ = ["Agent", "consumer_group", "default_builder_id", "host_memory_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,17 @@ CLAIM_REFRESH_SECONDS = 10.0
 
 def default_builder_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def host_memory_bytes() -> int | None:
+    """The host's physical memory, as the builder announces it."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 class Agent:
@@ -76,6 +91,10 @@ class Agent:
         self._runner: BuildRunner | None = None
         self._delivery: ResultDelivery | None = None
         self._stop_requested = asyncio.Event()
+        # Set by the worker once it hears its jobs; the heartbeat starts then.
+        self._jobs_heard = asyncio.Event()
+        # Set when a job ended: the heartbeat says so at once.
+        self._beat_now = asyncio.Event()
 
     # Lifecycle -----------------------------------------------------------------------------
 
@@ -112,7 +131,7 @@ class Agent:
             await RepoCredentialCipher.load(self._redis, settings),
             build_secrets=await SecretCipher.load(self._redis, settings, BUILD_SECRETS_PURPOSE),
             ca_trust=ca_trust,
-            caches=BuildCaches(settings, storage, CacheIndex(self._redis), self._docker),
+            caches=BuildCaches(settings, storage, CacheIndex(self._redis), self._docker, ca_trust),
         )
         builds = BuildStore(self._redis)
         self._delivery = ResultDelivery(ResultOutbox(self._redis), builds, reporter)
@@ -150,7 +169,8 @@ class Agent:
         log.info("builder %s stopped", self.builder_id)
 
     def request_stop(self) -> None:
-        """Stop taking jobs; running builds are abandoned uncommitted for another builder."""
+        """Stop taking jobs; running builds are abandoned, and the scheduler gives them to
+        another builder once this one's heartbeat is gone (it ends with the agent)."""
         self._stop_requested.set()
 
     async def run(self) -> None:
@@ -161,19 +181,21 @@ class Agent:
             await self.stop()
 
     async def serve(self) -> None:
-        """Run the workers, the heartbeat, the cancel listener and the re-delivery of results
+        """Run the worker, the heartbeat, the cancel listener and the re-delivery of results
         from the outbox until `request_stop()`."""
-        runner = self.runner
+        worker = JobWorker(
+            self.settings,
+            self.builder_id,
+            self.runner.handle_request,
+            ready=self._jobs_heard,
+            on_job_end=self._beat_now.set,
+        )
         tasks = [
+            asyncio.create_task(worker.run(), name="worker"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
             asyncio.create_task(self._started(self._delivery).run_forever(), name="outbox"),
         ]
-        for index in range(self.settings.builder_concurrency):
-            worker = JobWorker(
-                self.settings, f"builder-{self.builder_id}-{index}", runner.handle_request
-            )
-            tasks.append(asyncio.create_task(worker.run(), name=f"worker-{index}"))
         try:
             await self._stop_requested.wait()
         finally:
@@ -214,18 +236,27 @@ class Agent:
 
     # Background loops ----------------------------------------------------------------------
 
+    def heartbeat_status(self) -> dict[str, object]:
+        """What the heartbeat tells the scheduler and the API about this builder."""
+        return {
+            "id": self.builder_id,
+            "host": socket.gethostname(),
+            "labels": list(parse_labels(self.settings.builder_labels)),
+            "cpus": os.cpu_count(),
+            "memory_bytes": host_memory_bytes(),
+            "running": self.running_builds,
+            "capacity": self.settings.builder_concurrency,
+            "started_at": self.started_at.isoformat(),
+        }
+
     async def _heartbeat_loop(self) -> None:
+        # A builder that beats is given jobs: only once it hears them.
+        await self._jobs_heard.wait()
         last_claim_refresh = 0.0
         while True:
+            self._beat_now.clear()
             try:
-                await self.claims.beat(
-                    {
-                        "id": self.builder_id,
-                        "running": self.running_builds,
-                        "capacity": self.settings.builder_concurrency,
-                        "started_at": self.started_at.isoformat(),
-                    }
-                )
+                await self.claims.beat(self.heartbeat_status())
                 now = time.monotonic()
                 if now - last_claim_refresh >= CLAIM_REFRESH_SECONDS:
                     await self._renew_claims()
@@ -234,7 +265,7 @@ class Agent:
                 raise
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
+            await wait_event(self._beat_now, HEARTBEAT_INTERVAL_SECONDS)
 
     async def _renew_claims(self) -> None:
         builds = BuildStore(self.redis)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gobuild.builder_agent.container import PendingRemovals
 from gobuild.builder_agent.log_stream import LogStreamer
 from gobuild.builder_agent.resource_sampler import ResourceSample
 from gobuild.platform.build_state import BuildState
@@ -57,6 +58,10 @@ class BuildRun:
     peak_memory_bytes: int | None = None
     # How each cache was used so far (reported with the completion).
     caches: list[CacheUse] = field(default_factory=list)
+    # Its containers that are done and being removed while the build goes on.
+    removals: PendingRemovals = field(default_factory=PendingRemovals)
+    # How many status and completion events of this attempt were numbered (`seq` of events).
+    events_numbered: int = 0
 
     @property
     def build_id(self) -> str:
@@ -68,6 +73,11 @@ class BuildRun:
 
     def elapsed(self) -> float:
         return asyncio.get_running_loop().time() - self.started
+
+    def next_event_seq(self) -> int:
+        """The number of this attempt's next status or completion event (1 first)."""
+        self.events_numbered += 1
+        return self.events_numbered
 
 
 async def guard(run: BuildRun, work: Coroutine[Any, Any, T]) -> T:

@@ -13,7 +13,8 @@ import logging
 
 from aiokafka.errors import KafkaError
 
-from gobuild.builder_agent.reporter import BuildReporter
+from gobuild.builder_agent.reporter import BuildReporter, with_cancel_reason
+from gobuild.platform.build_state import BuildState
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.outbox import PendingResult, ResultOutbox
 
@@ -38,6 +39,11 @@ class ResultDelivery:
     async def deliver(self, result: PendingResult) -> None:
         """Keep the result in the outbox, then publish it; a broker failure leaves it to the
         re-delivery loop. Raises only when Redis does not take it."""
+        if result.completion.state == BuildState.CANCELLED:
+            # Stopped by a cancel that said why (a newer push superseded it): it says so too.
+            reason = await self.builds.cancel_reason(result.build_id)
+            if reason is not None:
+                result = with_cancel_reason(result, reason)
         await self.outbox.put(result)
         try:
             await self.reporter.publish_result(result)

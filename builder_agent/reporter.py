@@ -1,6 +1,10 @@
 """Telling the rest of GoBuild what happens to a build: status changes, the completion and the
 deployment's states, each an event on its topic keyed by build id.
 
+The status changes and the completion travel on two topics, so a consumer of both may receive
+the completion before the last progress events: each of them is numbered (`seq`, per attempt;
+the completion and the terminal status share the last number) and the build store orders them.
+
 Progress (the running state, steps, resource samples, deployment states) is best effort: a
 broker that is down does not fail the build. The result is not: `result` builds it for the
 outbox (`ResultDelivery`), and `publish_result` raises when the broker does not take it."""
@@ -32,6 +36,17 @@ from gobuild.platform.stores.outbox import PendingResult
 log = logging.getLogger(__name__)
 
 
+def with_cancel_reason(result: PendingResult, reason: str) -> PendingResult:
+    """A cancelled build's result saying why it was cancelled: the reason the canceller gave
+    (a newer push superseded the build) instead of the builder's generic one."""
+    return result.model_copy(
+        update={
+            "completion": result.completion.model_copy(update={"error": reason}),
+            "status": result.status.model_copy(update={"reason": reason}),
+        }
+    )
+
+
 class BuildReporter:
     """Publishes one builder's events about the builds it runs."""
 
@@ -50,12 +65,14 @@ class BuildReporter:
         """The build runs (now at `step`); best effort."""
         if step is not None:
             run.step = step
-        await self._publish_progress(
-            TOPIC_BUILD_STATUS, self._status_event(run, state, step=step, reason=reason)
-        )
+        event = self._status_event(run, state, run.next_event_seq(), step=step, reason=reason)
+        await self._publish_progress(TOPIC_BUILD_STATUS, event)
 
     def result(self, run: BuildRun, outcome: Outcome, duration: float) -> PendingResult:
         """The build's completion and terminal status, as the outbox keeps them."""
+        # A build that did not succeed ends at the step it was in ("failed at test").
+        step = None if outcome.state == BuildState.SUCCEEDED else run.step
+        seq = run.next_event_seq()
         completion = BuildCompleted(
             build_id=run.build_id,
             project_id=run.request.project_id,
@@ -70,10 +87,11 @@ class BuildReporter:
             peak_cpu_percent=run.peak_cpu_percent,
             peak_memory_bytes=run.peak_memory_bytes,
             caches=list(run.caches),
+            step=step,
+            attempt=run.attempt,
+            seq=seq,
         )
-        # A build that did not succeed ends at the step it was in ("failed at test").
-        step = None if outcome.state == BuildState.SUCCEEDED else run.step
-        status = self._status_event(run, outcome.state, step=step, reason=outcome.reason)
+        status = self._status_event(run, outcome.state, seq, step=step, reason=outcome.reason)
         return PendingResult(completion=completion, status=status)
 
     async def publish_result(self, result: PendingResult) -> None:
@@ -85,6 +103,7 @@ class BuildReporter:
         self,
         run: BuildRun,
         state: BuildState,
+        seq: int,
         *,
         step: str | None = None,
         reason: str | None = None,
@@ -99,6 +118,7 @@ class BuildReporter:
             builder_id=self.builder_id,
             commit_sha=run.commit_sha,
             attempt=run.attempt,
+            seq=seq,
         )
 
     async def _publish_progress(self, topic: str, event: Event) -> None:

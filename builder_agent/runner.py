@@ -1,5 +1,8 @@
 """Running one build job: skip it, wait for another builder's claim, or claim it and run it
-through the pipeline to its terminal state, leaving no container or file behind."""
+through the pipeline to its terminal state, leaving no container or file behind.
+
+A job runs only while the scheduler's assignment gives its build to this builder: a copy sent
+again, or one for a build the scheduler has since given to another builder, is skipped."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from gobuild.platform.bus import EventProducer
 from gobuild.platform.config import Settings
 from gobuild.platform.events import BuildRequested
 from gobuild.platform.records import Build
+from gobuild.platform.stores.build_queue import BuildQueue
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.claims import BuildClaims
 
@@ -46,6 +50,7 @@ class BuildRunner:
         pipeline: BuildPipeline,
         reporter: BuildReporter,
         delivery: ResultDelivery,
+        queue: BuildQueue | None = None,
     ) -> None:
         self.settings = settings
         self.builder_id = builder_id
@@ -56,11 +61,13 @@ class BuildRunner:
         self.pipeline = pipeline
         self.reporter = reporter
         self.delivery = delivery
+        self.queue = queue or BuildQueue(builds.redis)
         self.running: dict[str, BuildRun] = {}
 
     async def handle_request(self, request: BuildRequested) -> None:
-        """Run the requested build unless it is unknown, finished, run by another builder, or
-        its result waits in the outbox (a request sent again never runs a build twice)."""
+        """Run the requested build unless it is unknown, finished, no longer given to this
+        builder, run by another builder, or its result waits in the outbox (a request sent
+        again never runs a build twice)."""
         build = await self.builds.get(request.build_id)
         if build is None:
             log.warning("build %s: no such build; skipping the job", request.build_id)
@@ -68,14 +75,19 @@ class BuildRunner:
         if build.state.is_terminal:
             log.info("build %s: already %s; skipping the job", build.id, build.state.value)
             return
+        if not await self._given_here(request.build_id):
+            return
         while not await self.claims.claim(request.build_id):
-            # Another builder holds it. Committing now would lose the build if that builder
-            # has just died (its heartbeat outlives it by up to HEARTBEAT_TTL_SECONDS), so the
-            # job is kept until the build ends or the holder is gone and the claim is taken.
+            # Another builder holds it (one the scheduler took it from, that may have just
+            # died: its heartbeat outlives it by up to HEARTBEAT_TTL_SECONDS), so the job is
+            # kept until the build ends, goes elsewhere, or the holder is gone and the claim
+            # is taken.
             log.info("build %s: held by another builder; waiting", build.id)
             await asyncio.sleep(CLAIM_WAIT_SECONDS)
             build = await self.builds.get(request.build_id)
             if build is None or build.state.is_terminal:
+                return
+            if not await self._given_here(request.build_id):
                 return
         try:
             # Under the claim: an attempt that ended just now has its result in the outbox (or
@@ -86,11 +98,19 @@ class BuildRunner:
             if await self.delivery.is_pending(build.id):
                 log.info("build %s: its result waits for delivery; skipping the job", build.id)
                 return
-            attempt = await self.claims.next_attempt(build.id)
+            attempt = await self.claims.next_attempt(build.id, at_least=request.attempt)
             await self._run_build(request, build, attempt)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.claims.release(build.id), 5)
+
+    async def _given_here(self, build_id: str) -> bool:
+        """Whether the scheduler's assignment of the build names this builder."""
+        assignment = await self.queue.assignment(build_id)
+        if assignment is not None and assignment.builder_id == self.builder_id:
+            return True
+        log.info("build %s: not given to this builder (any more); skipping the job", build_id)
+        return False
 
     def cancel(self, build_id: str) -> bool:
         """Cancel a build if it runs here; True if it did."""

@@ -1,8 +1,12 @@
-"""One consumer of `build-requests` in the builders' group: take a job, hand it on, commit.
+"""The builder's one consumer of `build-requests`: it takes the jobs the scheduler gave this
+builder and runs each as a task, never more than `builder_concurrency` at once.
 
-A job's offset is committed only after its handler returned, so the job of a builder that dies
-mid-build is delivered again to another member of the group. A lost broker (an error, a failed
-commit, the topic gone) rebuilds the consumer with backoff; the process keeps running.
+The consumer reads every partition by manual assignment, so no group is joined (which takes
+seconds on the embedded broker and rebalances whenever a builder comes or goes); it skips the
+jobs of other builders. Offsets are committed, in a group of this builder's own
+(`builder.<id>`), once a job is taken: durability is the scheduler's assignment and its lease
+(a job its builder does not claim in time is sent again), not the offset. A lost broker (an
+error, the topic gone) rebuilds the consumer with backoff; jobs already taken run on.
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 
 from gobuild.platform.bus import (
+    CONSUMER_METADATA_MAX_AGE_MS,
     CONSUMER_START_TIMEOUT_SECONDS,
     TOPIC_CHECK_SECONDS,
     TOPIC_REPAIR_TIMEOUT_SECONDS,
+    TopicsMissing,
     decode_record,
     ensure_topics,
-    make_consumer,
     restore_topics,
 )
 from gobuild.platform.config import Settings
@@ -29,37 +34,69 @@ from gobuild.platform.events import TOPIC_BUILD_REQUESTS, BuildRequested
 
 log = logging.getLogger(__name__)
 
-CONSUMER_GROUP = "builders"
-# Time allowed, after the build's own limit, for the consumer to come back to the broker.
-POLL_GRACE_SECONDS = 120
 # How often a job is retried when the builder itself fails around it (Redis, broker down).
 JOB_ATTEMPTS = 5
 
 JobHandler = Callable[[BuildRequested], Awaitable[None]]
 
 
+def consumer_group(builder_id: str) -> str:
+    """The group holding one builder's committed offsets (it never has other members)."""
+    return f"builder.{builder_id}"
+
+
 class JobWorker:
-    """Consumes build jobs one at a time and commits each after `handle` returned."""
+    """Consumes the builder's jobs and runs each through `handle` as a task of its own."""
 
-    def __init__(self, settings: Settings, client_id: str, handle: JobHandler) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        builder_id: str,
+        handle: JobHandler,
+        *,
+        ready: asyncio.Event | None = None,
+        on_job_end: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
-        self.client_id = client_id
+        self.builder_id = builder_id
+        self.client_id = f"builder-{builder_id}"
         self.handle = handle
-
-    def _make_consumer(self) -> AIOKafkaConsumer:
-        return make_consumer(
-            self.settings,
-            [TOPIC_BUILD_REQUESTS],
-            CONSUMER_GROUP,
-            client_id=self.client_id,
-            auto_commit=False,
-            max_poll_interval_ms=(self.settings.build_timeout_seconds + POLL_GRACE_SECONDS) * 1000,
-        )
+        # Set once the consumer reads every partition: from then on no job for it is missed.
+        self.ready = ready or asyncio.Event()
+        self.on_job_end = on_job_end
+        self.slots = asyncio.Semaphore(settings.builder_concurrency)
+        # build id -> the task taking its job to the end (waiting for a slot, or running)
+        self.jobs: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
-        """Consume until cancelled; a broker failure reconnects with backoff."""
+        """Consume until cancelled; then the jobs in progress are cancelled too."""
+        try:
+            await self._consume_forever()
+        finally:
+            tasks = list(self.jobs.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # The consumer ---------------------------------------------------------------------------
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=consumer_group(self.builder_id),
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            # Only for a position the broker no longer has (it lost its data): all it has now
+            # was published since, so it is read from the start.
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+            metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
+        )
+
+    async def _consume_forever(self) -> None:
         delay = 0.5
         topics = [TOPIC_BUILD_REQUESTS]
+        first = True
         while True:
             consumer = self._make_consumer()
             try:
@@ -67,18 +104,14 @@ class JobWorker:
                     ensure_topics(self.settings, topics), TOPIC_REPAIR_TIMEOUT_SECONDS
                 )
                 await asyncio.wait_for(consumer.start(), CONSUMER_START_TIMEOUT_SECONDS)
+                partitions = await asyncio.wait_for(
+                    self._assign(consumer, resume_at_end=first), TOPIC_REPAIR_TIMEOUT_SECONDS
+                )
+                first = False
                 delay = 0.5
-                loop = asyncio.get_running_loop()
-                next_check = loop.time() + TOPIC_CHECK_SECONDS
-                while True:
-                    batch = await consumer.getmany(timeout_ms=1_000, max_records=1)
-                    for records in batch.values():
-                        for record in records:
-                            await self._handle_record(record)
-                            await self._commit(consumer, record)
-                    if loop.time() >= next_check:
-                        await restore_topics(self.settings, consumer, topics)
-                        next_check = loop.time() + TOPIC_CHECK_SECONDS
+                self.ready.set()
+                log.info("%s: reading jobs from %d partitions", self.client_id, len(partitions))
+                await self._consume(consumer, partitions)
             except asyncio.CancelledError:
                 raise
             except (KafkaError, OSError, TimeoutError) as exc:
@@ -91,35 +124,84 @@ class JobWorker:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, record: ConsumerRecord) -> None:
-        partition = TopicPartition(record.topic, record.partition)
-        try:
-            await consumer.commit({partition: record.offset + 1})
-        except CommitFailedError as exc:
-            # The partition moved to another consumer, or the broker lost the group: whoever
-            # gets the job again skips it (claim, terminal state, outbox). This consumer is
-            # rebuilt, so that it starts from what the group committed, not a stale position.
-            log.warning("could not commit %s@%d: %s", partition, record.offset, exc)
-            raise
+    async def _assign(
+        self, consumer: AIOKafkaConsumer, *, resume_at_end: bool
+    ) -> set[TopicPartition]:
+        """Read every partition from this builder's committed offsets. Where it has none, a
+        builder that starts reads from the end (the scheduler sends it jobs only once it is
+        ready); a consumer rebuilt after a broker failure reads from the start (a broker that
+        came back without its data holds only what was published since)."""
+        numbers = consumer.partitions_for_topic(TOPIC_BUILD_REQUESTS)
+        if not numbers:
+            raise TopicsMissing(f"{TOPIC_BUILD_REQUESTS} has no partitions yet")
+        partitions = {TopicPartition(TOPIC_BUILD_REQUESTS, n) for n in numbers}
+        consumer.assign(list(partitions))
+        for partition in partitions:
+            if await consumer.committed(partition) is None:
+                if resume_at_end:
+                    await consumer.seek_to_end(partition)
+                else:
+                    await consumer.seek_to_beginning(partition)
+            # The position is fixed now, before the builder says it is ready.
+            await consumer.position(partition)
+        return partitions
 
-    async def _handle_record(self, record: ConsumerRecord) -> None:
+    async def _consume(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + TOPIC_CHECK_SECONDS
+        while True:
+            batch = await consumer.getmany(timeout_ms=1_000)
+            for partition, records in batch.items():
+                for record in records:
+                    self._take(record)
+                if records:
+                    await consumer.commit({partition: records[-1].offset + 1})
+            if loop.time() >= next_check:
+                await restore_topics(self.settings, consumer, [TOPIC_BUILD_REQUESTS])
+                numbers = consumer.partitions_for_topic(TOPIC_BUILD_REQUESTS) or set()
+                if {p.partition for p in partitions} != numbers:
+                    raise TopicsMissing(f"the partitions of {TOPIC_BUILD_REQUESTS} changed")
+                next_check = loop.time() + TOPIC_CHECK_SECONDS
+
+    # The jobs -------------------------------------------------------------------------------
+
+    def _take(self, record: ConsumerRecord) -> None:
         event = decode_record(record)
         if not isinstance(event, BuildRequested):
             if event is not None:
                 log.warning("ignoring %s event on %s", event.type, record.topic)
             return
-        for attempt in range(1, JOB_ATTEMPTS + 1):
-            try:
-                await self.handle(event)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "build %s: handling the job failed (try %d of %d)",
-                    event.build_id,
-                    attempt,
-                    JOB_ATTEMPTS,
-                )
-                await asyncio.sleep(min(2.0**attempt, 30.0))
-        log.error("build %s: giving up on the job", event.build_id)
+        if event.builder_id != self.builder_id:
+            return  # another builder's job
+        if event.build_id in self.jobs:
+            log.info("build %s: its job is taken already; skipping the copy", event.build_id)
+            return
+        task = asyncio.create_task(self._run_job(event), name=f"job-{event.build_id}")
+        self.jobs[event.build_id] = task
+        task.add_done_callback(lambda done: self._job_done(event.build_id, done))
+
+    def _job_done(self, build_id: str, task: asyncio.Task[None]) -> None:
+        if self.jobs.get(build_id) is task:
+            del self.jobs[build_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("build %s: the job failed", build_id, exc_info=task.exception())
+        if self.on_job_end is not None:
+            self.on_job_end()
+
+    async def _run_job(self, job: BuildRequested) -> None:
+        async with self.slots:
+            for attempt in range(1, JOB_ATTEMPTS + 1):
+                try:
+                    await self.handle(job)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception(
+                        "build %s: handling the job failed (try %d of %d)",
+                        job.build_id,
+                        attempt,
+                        JOB_ATTEMPTS,
+                    )
+                    await asyncio.sleep(min(2.0**attempt, 30.0))
+            log.error("build %s: giving up on the job", job.build_id)

@@ -24,7 +24,10 @@ TERMINAL_STATES = frozenset(
 )
 
 _ALLOWED: dict[BuildState, frozenset[BuildState]] = {
-    BuildState.QUEUED: frozenset({BuildState.DISPATCHED, BuildState.CANCELLED, BuildState.FAILED}),
+    # A build that waited in the queue past GOBUILD_QUEUE_TIMEOUT_SECONDS ends timed out.
+    BuildState.QUEUED: frozenset(
+        {BuildState.DISPATCHED, BuildState.CANCELLED, BuildState.FAILED, BuildState.TIMED_OUT}
+    ),
     BuildState.DISPATCHED: frozenset({BuildState.RUNNING, BuildState.CANCELLED, BuildState.FAILED}),
     BuildState.RUNNING: frozenset(
         {BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED, BuildState.TIMED_OUT}

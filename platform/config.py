@@ -127,10 +127,12 @@ class Settings(BaseSettings):
     build_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     build_log_max_lines_per_second: int = Field(default=1000, ge=1)
     build_log_line_burst: int = Field(default=10_000, ge=1)
-    # Recovery from a lost builder or broker. Every `reconcile_interval_seconds` the
-    # orchestrator looks at the unfinished builds: one that no live builder holds for
-    # `reconcile_grace_seconds` is requested again, at most `build_max_attempts` times in all
-    # (then it fails), and a running one past the time limit plus the grace ends timed out.
+    # Recovery from a lost builder or broker. A build whose builder is lost (its heartbeat
+    # gone, no live builder holding it) goes back to the front of the queue, at most
+    # `build_max_attempts` attempts in all (then it fails with the reason). Every
+    # `reconcile_interval_seconds` the orchestrator also looks at every unfinished build: one
+    # left outside the queue for `reconcile_grace_seconds` is queued again, and a running one
+    # past its time limit plus the grace ends timed out.
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
     reconcile_grace_seconds: float = Field(default=60.0, gt=0)
     build_max_attempts: int = Field(default=3, ge=1)
@@ -147,6 +149,9 @@ class Settings(BaseSettings):
     # `gobuild dev`: start the embedded broker and a local Redis server.
     dev_embedded_kafka: bool = True
     dev_embedded_redis: bool = True
+    # `gobuild dev`: run a builder agent of its own (off: only builders started elsewhere,
+    # `python -m gobuild.builder_agent` with the same settings, build).
+    dev_builder: bool = True
 
     @field_validator("data_dir")
     @classmethod

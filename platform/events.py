@@ -142,6 +142,11 @@ class BuildStatusChanged(Event):
     builder_id: str | None = None
     commit_sha: str | None = None
     attempt: int | None = None
+    # A builder counts its status and completion events of one attempt (1, 2, ...; the
+    # completion and the terminal status of its result share the last number). They travel
+    # on two topics, so a consumer of both orders them by (attempt, seq); None: not counted
+    # (the orchestrator's and the gateway's own events, applied before they are published).
+    seq: int | None = Field(default=None, ge=1)
 
 
 class LogChunk(Event):
@@ -206,6 +211,11 @@ class BuildCompleted(Event):
     peak_memory_bytes: int | None = None
     # How the build used each of its caches (empty: none, or ended before any was looked at).
     caches: list[CacheUse] = Field(default_factory=list)
+    # The step it ended at (None: it succeeded, or ended before any step), the attempt of the
+    # builder that ran it and its place among that attempt's events (`BuildStatusChanged.seq`).
+    step: str | None = None
+    attempt: int | None = None
+    seq: int | None = Field(default=None, ge=1)
 
 
 class BuildResourceSample(Event):

@@ -59,7 +59,7 @@ class Project(BaseModel):
     image: str | None = None
     # The monorepo subfolder that is built; None: the repository root.
     root_dir: str | None = None
-    # Scheduling (`PATCH /api/projects/{id}/settings`). A newer push to a branch cancels that
+    # Scheduling (`PATCH /api/projects/{id}`). A newer push to a branch cancels that
     # branch's older queued and running builds.
     auto_cancel: bool = True
     # At most this many of its builds run at once; None: no limit of its own.

@@ -12,65 +12,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 
-from gobuild.platform.events import TOPIC_BUILD_TRIGGERS, BuildTriggered, TriggerSource
+from gobuild.platform.build_triggers import TriggerRequest, new_build
+from gobuild.platform.events import TOPIC_BUILD_TRIGGERS
 from gobuild.platform.gateway.context import GatewayContext
 from gobuild.platform.gateway.errors import ApiError
-from gobuild.platform.records import Build, Project, new_id
+from gobuild.platform.records import Build, Project
 from gobuild.platform.stores.keys import KEY_PENDING_TRIGGERS
 
+# The routes build their trigger requests from here.
+__all__ = ["TriggerRequest", "enqueue_build", "enqueue_builds", "queue_full_error"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TriggerRequest:
-    source: TriggerSource
-    ref: str
-    branch: str | None
-    tag: str | None = None
-    commit_sha: str | None = None
-    commit_message: str | None = None
-    author: str | None = None
-    delivery_id: str | None = None
-
-
-# What a trigger event repeats of the build record it announces.
-_TRIGGER_FIELDS = {
-    "project_id",
-    "source",
-    "repo_url",
-    "ref",
-    "branch",
-    "tag",
-    "commit_sha",
-    "commit_message",
-    "author",
-}
-
-
-def _build_and_event(project: Project, trigger: TriggerRequest) -> tuple[Build, BuildTriggered]:
-    build = Build(
-        id=new_id("b_"),
-        project_id=project.id,
-        source=trigger.source,
-        repo_url=project.repo_url,
-        ref=trigger.ref,
-        branch=trigger.branch,
-        tag=trigger.tag,
-        commit_sha=trigger.commit_sha,
-        commit_message=trigger.commit_message,
-        author=trigger.author,
-        production=trigger.branch is not None and trigger.branch == project.production_branch,
-    )
-    event = BuildTriggered(
-        build_id=build.id,
-        delivery_id=trigger.delivery_id,
-        **build.model_dump(include=_TRIGGER_FIELDS),
-    )
-    return build, event
 
 
 def queue_full_error(ctx: GatewayContext, pending: int) -> ApiError:
@@ -91,7 +46,7 @@ async def enqueue_builds(
 
     Raises ApiError 503 when the pending triggers would exceed the bound.
     """
-    accepted = [_build_and_event(project, trigger) for project in projects]
+    accepted = [new_build(project, trigger) for project in projects]
     bound = ctx.gateway_settings.max_pending_triggers
     # Counting and recording under one lock keeps this process from overshooting the bound.
     async with ctx.trigger_lock:

@@ -143,7 +143,10 @@ class Fanout:
             branch=build.branch if build else None,
             commit_sha=commit_sha or (build.commit_sha if build else None),
             commit_message=build.commit_message if build else None,
-            step=notes.get("step") or (build.step if build else None),
+            # A completion names the step it ended at: it may come before that step's status.
+            step=getattr(event, "step", None)
+            or notes.get("step")
+            or (build.step if build else None),
             error=error,
             deployment_url=deployment_url,
         )

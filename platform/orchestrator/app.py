@@ -1,8 +1,9 @@
-"""The build orchestrator: consumes triggers, dispatches build jobs, keeps build records current.
+"""The build orchestrator: consumes triggers, queues builds, gives each to a builder with a free
+slot, keeps build records current.
 
 It is a small Quart app so the gateway can ask it for health; the work happens in background
 tasks started with the app and stopped with it: two consumers (which survive a lost broker),
-the sweep of pending triggers, and the reconcile of unfinished builds.
+the scheduler, the sweep of pending triggers, and the reconcile of leases and unfinished builds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gobuild.platform.events import (
 )
 from gobuild.platform.orchestrator.dispatch import Dispatcher
 from gobuild.platform.orchestrator.reconcile import Reconciler
+from gobuild.platform.orchestrator.scheduler import Scheduler
 from gobuild.platform.service import add_task_health
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.claims import BuilderFleet
@@ -36,7 +38,7 @@ from gobuild.platform.stores.projects import ProjectStore
 
 log = logging.getLogger(__name__)
 
-# Triggers still pending this long after they were recorded are dispatched by the sweep.
+# Triggers still pending this long after they were recorded are queued by the sweep.
 SWEEP_INTERVAL_SECONDS = 15.0
 SWEEP_AGE = timedelta(seconds=10)
 # Both consumer groups must have been joined before the app serves.
@@ -62,7 +64,9 @@ def create_app(settings: Settings) -> Quart:
             if isinstance(event, BuildTriggered):
                 await dispatcher.handle_trigger(event)
 
-        reconciler = Reconciler(dispatcher, BuilderFleet(redis), ResultOutbox(redis))
+        fleet = BuilderFleet(redis)
+        reconciler = Reconciler(dispatcher, fleet, ResultOutbox(redis))
+        scheduler = Scheduler(dispatcher, fleet)
 
         def start(name: str, coro: Coroutine[Any, Any, None]) -> None:
             task = asyncio.create_task(coro, name=f"orchestrator-{name}")
@@ -98,6 +102,7 @@ def create_app(settings: Settings) -> Quart:
             asyncio.gather(*(event.wait() for event in joined)), JOIN_TIMEOUT_SECONDS
         )
         await dispatcher.sweep_pending()  # whatever was accepted while no orchestrator ran
+        start("scheduler", scheduler.run_forever())
         start("sweep", _sweep_forever(dispatcher))
         start("reconcile", reconciler.run_forever())
         log.info("orchestrator ready")
@@ -123,7 +128,7 @@ async def _sweep_forever(dispatcher: Dispatcher) -> None:
         try:
             stale = await dispatcher.builds.pending_triggers(older_than=utcnow() - SWEEP_AGE)
             for trigger in stale:
-                log.info("sweep: dispatching pending trigger %s", trigger.build_id)
+                log.info("sweep: queueing pending trigger %s", trigger.build_id)
                 await dispatcher.handle_trigger(trigger)
         except Exception:
             log.exception("sweep of pending triggers failed; retrying next round")

@@ -1,11 +1,13 @@
-"""Turning accepted triggers into build jobs, and keeping build records current.
+"""Turning accepted triggers into queued builds, sending a build's job to the builder the
+scheduler chose, and keeping build records current.
 
 Every step is idempotent on the build id, so a trigger seen twice (a redelivery, or the sweep
-of pending triggers) never dispatches a build twice.
+of pending triggers) never queues a build twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from gobuild.platform.build_endings import end_unheld_build
@@ -23,13 +25,27 @@ from gobuild.platform.events import (
     BuildTriggered,
     Event,
 )
+from gobuild.platform.orchestrator.auto_cancel import cancel_superseded_builds
+from gobuild.platform.orchestrator.dependents import trigger_dependents
 from gobuild.platform.records import Build, BuildVariable, Project
+from gobuild.platform.stores.build_queue import BuildQueue, Priority, queue_score
 from gobuild.platform.stores.build_variables import BuildVariableStore
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.projects import ProjectStore
 from gobuild.platform.stores.resource_samples import ResourceSampleStore
 
 log = logging.getLogger(__name__)
+
+
+def effective_time_limit(settings: Settings, project: Project | None) -> int:
+    """The build time limit: the instance's, or the project's own when that is lower."""
+    own = project.build_timeout_seconds if project else None
+    return min(settings.build_timeout_seconds, own) if own else settings.build_timeout_seconds
+
+
+def build_priority(build: Build) -> Priority:
+    """Production builds and redeploys go before previews."""
+    return "high" if build.production or build.source == "redeploy" else "normal"
 
 
 def resolve_config(
@@ -46,7 +62,7 @@ def resolve_config(
         root_dir=project.root_dir,
         env={v.name: v.value for v in variables if not v.secret},
         secret_env={v.name: v.value for v in variables if v.secret},
-        timeout_seconds=settings.build_timeout_seconds,
+        timeout_seconds=effective_time_limit(settings, project),
         memory_mb=settings.build_memory_mb,
         cpus=settings.build_cpus,
         pids_limit=settings.build_pids_limit,
@@ -64,17 +80,22 @@ class Dispatcher:
         producer: EventProducer,
         variables: BuildVariableStore | None = None,
         resource_samples: ResourceSampleStore | None = None,
+        queue: BuildQueue | None = None,
     ) -> None:
         self.settings = settings
         self.builds = builds
         self.projects = projects
         self.producer = producer
+        self.queue = queue or BuildQueue(projects.redis)
+        # Set whenever the scheduler has something to do (a build queued or ended).
+        self.wakeup = asyncio.Event()
         # The projects' build variables are kept beside the projects.
         self.variables = variables or BuildVariableStore(projects.redis)
         # The builds' resource samples, kept for the dashboard's chart of a finished build.
         self.resource_samples = resource_samples or ResourceSampleStore(projects.redis)
 
     async def handle_trigger(self, trigger: BuildTriggered) -> None:
+        """Number the triggered build and queue it for the scheduler."""
         build = await self.builds.get(trigger.build_id)
         if build is None:
             log.warning("trigger for unknown build %s skipped", trigger.build_id)
@@ -82,7 +103,7 @@ class Dispatcher:
             return
         handled = build.state != BuildState.QUEUED and not await self.builds.is_pending(build.id)
         if handled or build.state not in (BuildState.QUEUED, BuildState.DISPATCHED):
-            await self.builds.forget_trigger(build.id)  # dispatched before: a repeat
+            await self.builds.forget_trigger(build.id)  # queued before: a repeat
             return
         project = await self.projects.get(build.project_id)
         if project is None:
@@ -94,26 +115,64 @@ class Dispatcher:
             )
             return
         if build.number is None:
-            # The number reaches everyone with the `dispatched` event below.
+            # The number reaches everyone with the `dispatched` event.
             build = (
                 await self.builds.update(build.id, number=await self.builds.next_number(project.id))
                 or build
             )
-        if build.state == BuildState.QUEUED:
-            try:
-                build = await self._transition(build, BuildState.DISPATCHED)
-            except IllegalTransition:
-                # It ended meanwhile (a cancel the gateway applied): nothing to dispatch.
-                await self.builds.forget_trigger(build.id)
-                return
-        # A crash before the request is out leaves the trigger pending: the sweep dispatches it
-        # again and builders drop a request for a build that is already claimed or finished.
-        await self.publish_request(build, project)
+        # A crash before the trigger is forgotten leaves it pending: the sweep handles it again,
+        # and a build queued or given to a builder already is not queued twice.
+        placed = await self.queue.is_queued(build.id) or await self.queue.assignment(build.id)
+        if not placed:
+            await self.before_enqueue(build, project)
+            await self.enqueue(build)
+            log.info("queued build %s (#%s of %s)", build.id, build.number, project.name)
         await self.builds.forget_trigger(build.id)
-        log.info("dispatched build %s (#%s of %s)", build.id, build.number, project.name)
+        self.wakeup.set()
 
-    async def publish_request(self, build: Build, project: Project) -> None:
-        """Publish the build job for the builders' group (again, when the first was lost)."""
+    async def enqueue(self, build: Build) -> None:
+        """Queue the build by its priority and the time it was triggered."""
+        score = queue_score(
+            build.created_at.timestamp(),
+            build_priority(build),
+            self.settings.queue_priority_boost_seconds,
+        )
+        await self.queue.enqueue(build.id, score, attempt=build.attempt + 1)
+
+    async def before_enqueue(self, build: Build, project: Project) -> None:
+        """Runs for a triggered build right before it is queued: a push cancels the older
+        builds of its branch (auto-cancel); those that ended at once free their slots."""
+        for ended in await cancel_superseded_builds(self.builds, self.producer, build, project):
+            if ended.state.is_terminal:
+                await self.release(ended.id)
+
+    async def after_completion(self, build: Build) -> None:
+        """Runs after a build's completion was applied to its record (twice for a completion
+        delivered twice: idempotent): a successful production build builds its dependents."""
+        await trigger_dependents(self.builds, self.projects, build, self.handle_trigger)
+
+    async def start_job(
+        self, build: Build, project: Project, builder_id: str, attempt: int
+    ) -> Build:
+        """Send the build's job to the builder the scheduler gave it to: the record goes
+        `dispatched` (or, for a build under way, takes the attempt), then the job is published.
+
+        Raises IllegalTransition when the build ended meanwhile, and KafkaError, TimeoutError or
+        OSError when the broker does not take an event.
+        """
+        if build.state == BuildState.QUEUED:
+            build = await self._transition(build, BuildState.DISPATCHED, attempt=attempt)
+        elif build.state.is_terminal:
+            raise IllegalTransition(build.state, BuildState.DISPATCHED)
+        elif build.attempt < attempt:
+            build = await self.builds.update(build.id, attempt=attempt) or build
+        await self.publish_request(build, project, builder_id=builder_id, attempt=attempt)
+        return build
+
+    async def publish_request(
+        self, build: Build, project: Project, *, builder_id: str, attempt: int
+    ) -> None:
+        """Publish the build job for one builder (again, when the first was lost)."""
         target = "production" if build.production else "preview"
         variables = await self.variables.for_target(project.id, target)
         request = BuildRequested(
@@ -130,6 +189,8 @@ class Dispatcher:
             config=resolve_config(self.settings, project, variables),
             repo_credentials=project.repo_credentials,
             trusted_source=project.trusted_source,
+            builder_id=builder_id,
+            attempt=attempt,
         )
         await self.producer.publish(TOPIC_BUILD_REQUESTS, request)
 
@@ -137,26 +198,55 @@ class Dispatcher:
         """Keep the build record current from the builders' `build-status` and
         `build-completions` events (this service applied its own before publishing them)."""
         try:
-            if isinstance(event, BuildStatusChanged) and event.builder_id is not None:
-                await self.builds.apply_status(event)
-            elif isinstance(event, BuildCompleted) and event.builder_id is not None:
-                await self.builds.apply_completion(event)
+            if isinstance(event, BuildStatusChanged):
+                if event.builder_id is not None:
+                    await self.builds.apply_status(event)
+                if event.state.is_terminal:
+                    await self.release_if_ended(event.build_id)
+            elif isinstance(event, BuildCompleted):
+                if event.builder_id is not None:
+                    build = await self.builds.apply_completion(event)
+                else:
+                    build = await self.builds.get(event.build_id)
+                await self.release_if_ended(event.build_id)
+                if build is not None:
+                    await self.after_completion(build)
             elif isinstance(event, BuildResourceSample):
                 await self.resource_samples.append(event)
         except IllegalTransition as exc:
             log.warning(
                 "ignored %s for build %s: %s", event.type, getattr(event, "build_id", "?"), exc
             )
+            if isinstance(event, BuildStatusChanged | BuildCompleted):
+                await self.release_if_ended(event.build_id)
+
+    async def release_if_ended(self, build_id: str) -> None:
+        """A build that ended (or is gone) leaves the queue and frees its builder's slot, and
+        the scheduler runs a round at once."""
+        build = await self.builds.get(build_id)
+        if build is not None and not build.state.is_terminal:
+            return
+        await self.release(build_id)
+
+    async def release(self, build_id: str) -> None:
+        """Take an ended build out of the queue and its assignment; wake the scheduler."""
+        await self.queue.unassign(build_id)
+        await self.queue.remove(build_id)
+        self.wakeup.set()
 
     async def sweep_pending(self) -> int:
-        """Dispatch triggers that were recorded but never reached (or finished) this service."""
+        """Queue triggers that were recorded but never reached (or finished) this service."""
         pending = await self.builds.pending_triggers()
         for trigger in pending:
             await self.handle_trigger(trigger)
         return len(pending)
 
     async def _transition(
-        self, build: Build, target: BuildState, reason: str | None = None
+        self,
+        build: Build,
+        target: BuildState,
+        reason: str | None = None,
+        attempt: int | None = None,
     ) -> Build:
         event = BuildStatusChanged(
             build_id=build.id,
@@ -164,11 +254,18 @@ class Dispatcher:
             state=target,
             number=build.number,
             reason=reason,
+            attempt=attempt,
         )
         updated = await self.builds.apply_status(event)
         await self.producer.publish(TOPIC_BUILD_STATUS, event)
         return updated or build
 
+    async def end_unheld(self, build: Build, state: BuildState, reason: str) -> Build | None:
+        """End a build no builder holds (`end_unheld_build`) and release its place."""
+        ended = await end_unheld_build(self.builds, self.producer, build, state, reason)
+        await self.release_if_ended(build.id)
+        return ended
+
     async def _end_before_running(self, build: Build, state: BuildState, reason: str) -> None:
-        await end_unheld_build(self.builds, self.producer, build, state, reason)
+        await self.end_unheld(build, state, reason)
         await self.builds.forget_trigger(build.id)

@@ -5,6 +5,9 @@ The orchestrator's scheduler is its only writer: a build is queued when its trig
 (`assign`, atomic: a builder is never given more jobs than its slots), and its assignment ends
 with the build. After each round the scheduler writes a snapshot of the queue (position, reason,
 estimated start of each waiting build) that the API reads.
+
+A build is never both queued and assigned: `enqueue` refuses an assigned build, `assign` takes
+it out of the queue, `requeue` ends its assignment, each in one Lua script.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gobuild.platform.stores.keys import (
     KEY_BUILD_ASSIGNMENTS,
     KEY_BUILD_QUEUE,
     KEY_QUEUE_SNAPSHOT,
+    KEY_QUEUE_TICKETS,
     key_builder_assigned,
 )
 
@@ -69,6 +73,20 @@ class Assignment(BaseModel):
     builder_id: str
     attempt: int
     assigned_at: float
+    # When the job was last sent to the builder again (it had not claimed the build in time).
+    sent_at: float | None = None
+
+    @property
+    def last_sent_at(self) -> float:
+        return self.sent_at or self.assigned_at
+
+
+class QueueTicket(BaseModel):
+    """What the queue keeps of a waiting build besides its place: since when it waits (the
+    queue timeout counts from there) and which attempt its next job is."""
+
+    queued_at: float
+    attempt: int = 1
 
 
 def queue_score(queued_at: float, priority: Priority, boost_seconds: float) -> float:
@@ -85,6 +103,52 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+return 1
+"""
+
+# Queue a build that is not assigned; one already queued keeps its place and ticket.
+_ENQUEUE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# End the build's assignment (if any) and queue it with this score and ticket.
+_REQUEUE = """
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if raw then
+  local builder = cjson.decode(raw)['builder_id']
+  redis.call('SREM', ARGV[4] .. builder .. ARGV[5], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+return 1
+"""
+
+# End the build's assignment; its JSON, or false when it had none.
+_UNASSIGN = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return false end
+local builder = cjson.decode(raw)['builder_id']
+redis.call('SREM', ARGV[2] .. builder .. ARGV[3], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return raw
+"""
+
+# Rewrite an assignment only while it is the same one (same builder, same attempt).
+_REWRITE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local current = cjson.decode(raw)
+if current['builder_id'] ~= ARGV[3] or tonumber(current['attempt']) ~= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -95,9 +159,55 @@ class BuildQueue:
 
     # The queue ------------------------------------------------------------------------------
 
-    async def enqueue(self, build_id: str, score: float) -> None:
-        """Queue the build (a build already queued keeps its place)."""
-        await self.redis.zadd(KEY_BUILD_QUEUE, {build_id: score}, nx=True)
+    async def enqueue(
+        self, build_id: str, score: float, attempt: int = 1, queued_at: float | None = None
+    ) -> bool:
+        """Queue the build; False if it is queued already (it keeps its place) or assigned."""
+        ticket = QueueTicket(queued_at=queued_at or time.time(), attempt=attempt)
+        done = await self.redis.eval(  # type: ignore[misc]
+            _ENQUEUE,
+            3,
+            KEY_BUILD_QUEUE,
+            KEY_BUILD_ASSIGNMENTS,
+            KEY_QUEUE_TICKETS,
+            build_id,
+            score,
+            ticket.model_dump_json(),
+        )
+        return int(done) == 1
+
+    async def requeue(
+        self, build_id: str, score: float, attempt: int, queued_at: float | None = None
+    ) -> None:
+        """End the build's assignment, if any, and queue it (again) with `score`: its job did
+        not reach the builder, or its builder was lost."""
+        ticket = QueueTicket(queued_at=queued_at or time.time(), attempt=attempt)
+        prefix, suffix = _builder_assigned_affixes()
+        await self.redis.eval(  # type: ignore[misc]
+            _REQUEUE,
+            3,
+            KEY_BUILD_QUEUE,
+            KEY_BUILD_ASSIGNMENTS,
+            KEY_QUEUE_TICKETS,
+            build_id,
+            score,
+            ticket.model_dump_json(),
+            prefix,
+            suffix,
+        )
+
+    async def front_score(self) -> float:
+        """A score that goes before every waiting build (for a build that was under way)."""
+        first = await self.redis.zrange(KEY_BUILD_QUEUE, 0, 0, withscores=True)
+        return min(float(first[0][1]), time.time()) - 1.0 if first else time.time()
+
+    async def tickets(self, build_ids: list[str]) -> dict[str, QueueTicket]:
+        """The tickets of these queued builds, by id (a build without one has none)."""
+        if not build_ids:
+            return {}
+        raws = await self.redis.hmget(KEY_QUEUE_TICKETS, build_ids)
+        found = {b: _parse(QueueTicket, raw) for b, raw in zip(build_ids, raws, strict=True)}
+        return {b: t for b, t in found.items() if t is not None}
 
     async def ordered(self) -> list[tuple[str, float]]:
         """The waiting builds, the next first, with their scores."""
@@ -114,6 +224,7 @@ class BuildQueue:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(KEY_BUILD_QUEUE, build_id)
             pipe.hdel(KEY_QUEUE_SNAPSHOT, build_id)
+            pipe.hdel(KEY_QUEUE_TICKETS, build_id)
             await pipe.execute()
 
     # Assignments ----------------------------------------------------------------------------
@@ -126,11 +237,12 @@ class BuildQueue:
         )
         done = await self.redis.eval(  # type: ignore[misc]
             _ASSIGN,
-            4,
+            5,
             KEY_BUILD_QUEUE,
             key_builder_assigned(builder_id),
             KEY_BUILD_ASSIGNMENTS,
             KEY_QUEUE_SNAPSHOT,
+            KEY_QUEUE_TICKETS,
             build_id,
             slots,
             assignment.model_dump_json(),
@@ -149,15 +261,26 @@ class BuildQueue:
     async def assigned_to(self, builder_id: str) -> set[str]:
         return {str(b) for b in await self.redis.smembers(key_builder_assigned(builder_id))}
 
+    async def mark_sent(self, assignment: Assignment) -> None:
+        """Note that the assignment's job was sent again now (if it still stands)."""
+        again = assignment.model_copy(update={"sent_at": time.time()})
+        await self.redis.eval(  # type: ignore[misc]
+            _REWRITE,
+            1,
+            KEY_BUILD_ASSIGNMENTS,
+            assignment.build_id,
+            again.model_dump_json(),
+            assignment.builder_id,
+            assignment.attempt,
+        )
+
     async def unassign(self, build_id: str) -> Assignment | None:
         """End the build's assignment (it ended, or its builder was lost): the slot is free."""
-        assignment = await self.assignment(build_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(KEY_BUILD_ASSIGNMENTS, build_id)
-            if assignment is not None:
-                pipe.srem(key_builder_assigned(assignment.builder_id), build_id)
-            await pipe.execute()
-        return assignment
+        prefix, suffix = _builder_assigned_affixes()
+        raw = await self.redis.eval(  # type: ignore[misc]
+            _UNASSIGN, 1, KEY_BUILD_ASSIGNMENTS, build_id, prefix, suffix
+        )
+        return _parse(Assignment, raw) if raw else None
 
     # The snapshot the API reads -------------------------------------------------------------
 
@@ -180,6 +303,12 @@ class BuildQueue:
         raw = await self.redis.hgetall(KEY_QUEUE_SNAPSHOT)
         found = (_parse(QueueEntry, value) for value in raw.values())
         return sorted((e for e in found if e is not None), key=lambda e: e.position)
+
+
+def _builder_assigned_affixes() -> tuple[str, str]:
+    """What goes before and after a builder id in `key_builder_assigned` (for Lua)."""
+    prefix, suffix = key_builder_assigned("\0").split("\0")
+    return prefix, suffix
 
 
 def _parse(model: type[M], raw: str | bytes | None) -> M | None:

@@ -37,6 +37,16 @@ end
 return 0
 """
 
+# One more attempt, and at least ARGV[1] (the attempt the scheduler gave the job).
+_NEXT_ATTEMPT = """
+local n = redis.call('INCR', KEYS[1])
+if n < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  n = tonumber(ARGV[1])
+end
+return n
+"""
+
 
 class BuildClaims:
     """Claims, leases and the heartbeat of one builder."""
@@ -71,9 +81,14 @@ class BuildClaims:
     async def release(self, build_id: str) -> None:
         await release_if_held(self.redis, key_build_claim(build_id), self.builder_id)
 
-    async def next_attempt(self, build_id: str) -> int:
-        """Count one more attempt at the build; the first is 1."""
-        return int(await self.redis.incr(key_build_attempts(build_id)))
+    async def next_attempt(self, build_id: str, at_least: int = 1) -> int:
+        """Count one more attempt at the build, and no fewer than `at_least` (the scheduler's
+        count of its attempts); the first is 1."""
+        return int(
+            await self.redis.eval(  # type: ignore[misc]
+                _NEXT_ATTEMPT, 1, key_build_attempts(build_id), at_least
+            )
+        )
 
     async def beat(self, status: dict[str, Any]) -> None:
         """Say this builder is alive (and what it runs) for HEARTBEAT_TTL_SECONDS."""

@@ -30,6 +30,8 @@ KEY_BUILD_QUEUE = PREFIX + "queue"
 KEY_QUEUE_SNAPSHOT = PREFIX + "queue:snapshot"
 # Hash: build id -> its `Assignment` as JSON (the builder it was given to, attempt, when).
 KEY_BUILD_ASSIGNMENTS = PREFIX + "queue:assignments"
+# Hash: queued build id -> its `QueueTicket` as JSON (when it was queued, which attempt).
+KEY_QUEUE_TICKETS = PREFIX + "queue:tickets"
 CHANNEL_CANCEL = PREFIX + "cancel"
 
 
@@ -92,7 +94,14 @@ def key_trigger(build_id: str) -> str:
 
 
 def key_cancel_requested(build_id: str) -> str:
+    """String: "1", or the reason the canceller gave (a newer push superseded the build)."""
     return f"{PREFIX}build:{build_id}:cancel"
+
+
+def key_build_event_order(build_id: str) -> str:
+    """String `attempt:seq`: the newest numbered builder event applied to the build's record
+    (`BuildStatusChanged.seq`); an older one is late and cannot move the state back."""
+    return f"{PREFIX}build:{build_id}:event-order"
 
 
 def key_build_claim(build_id: str) -> str:

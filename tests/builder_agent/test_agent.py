@@ -20,7 +20,7 @@ from aiokafka import TopicPartition
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from gobuild.builder_agent.agent import CONSUMER_GROUP, Agent
+from gobuild.builder_agent.agent import Agent, consumer_group
 from gobuild.builder_agent.container import LABEL_BUILD_ID
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.bus import EventProducer, decode_record, make_consumer, wait_for_topics
@@ -42,7 +42,9 @@ from gobuild.platform.events import (
 )
 from gobuild.platform.records import Build, Project, new_id
 from gobuild.platform.storage.app import create_app
+from gobuild.platform.stores.build_queue import BuildQueue
 from gobuild.platform.stores.builds import BuildStore
+from gobuild.platform.stores.claims import BuilderFleet
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.keys import key_build_claim, key_builder_heartbeat
 from gobuild.platform.stores.outbox import PendingResult, ResultOutbox
@@ -128,8 +130,11 @@ async def request_build(
     timeout: int = 120,
     build_id: str | None = None,
     project_id: str | None = None,
+    builder_id: str | None = None,
 ) -> BuildRequested:
-    """Record a project and a dispatched build in Redis and publish its job."""
+    """Record a project and a dispatched build in Redis, give it to the builder (the
+    scheduler's assignment) and publish its job for that builder."""
+    builder_id = builder_id or stack.settings.builder_id
     project = Project(
         id=project_id or new_id("p_"),
         name=f"site-{uuid.uuid4().hex[:6]}",
@@ -180,9 +185,27 @@ async def request_build(
             image=BUILD_IMAGE, timeout_seconds=timeout, memory_mb=512, cpus=1.0, pids_limit=256
         ),
         trusted_source=project.trusted_source,
+        builder_id=builder_id,
     )
+    await give(stack, build.id, builder_id)
     await stack.producer.publish(TOPIC_BUILD_REQUESTS, request)
     return request
+
+
+async def give(stack: Stack, build_id: str, builder_id: str, attempt: int = 1) -> None:
+    """The scheduler's assignment of the build to the builder (taking it from any other)."""
+    queue = BuildQueue(stack.redis)
+    await queue.requeue(build_id, 0.0, attempt=attempt)
+    assert await queue.assign(build_id, builder_id, 10, attempt)
+
+
+async def wait_until_ready(stack: Stack, builder_id: str) -> None:
+    """The builder beats: it hears its jobs (the scheduler gives jobs only then)."""
+
+    async def beating() -> bool:
+        return bool(await stack.redis.exists(key_builder_heartbeat(builder_id)))
+
+    await wait_until(beating, timeout=60, message=f"builder {builder_id} never became ready")
 
 
 async def observe(
@@ -256,6 +279,7 @@ async def agent(stack: Stack) -> AsyncIterator[Agent]:
     agent = Agent(stack.settings)
     task = asyncio.create_task(agent.run())
     try:
+        await wait_until_ready(stack, agent.builder_id)
         yield agent
     finally:
         agent.request_stop()
@@ -438,10 +462,14 @@ async def test_cancel_request_stops_the_running_build(
 
 
 async def wait_until_all_jobs_are_handled(settings: Settings) -> None:
-    """Wait until the builders' group committed every job on `build-requests`."""
+    """Wait until the builder committed every job on `build-requests` (it took them)."""
     # Same group id, but never subscribed: it only reads the group's committed offsets.
     reader = make_consumer(
-        settings, [], CONSUMER_GROUP, client_id="test-offsets", auto_commit=False
+        settings,
+        [],
+        consumer_group(settings.builder_id),
+        client_id="test-offsets",
+        auto_commit=False,
     )
     await reader.start()
     try:
@@ -496,7 +524,8 @@ async def test_build_of_a_stopping_builder_is_run_again_by_another_builder(
     sha = git_repo.commit({"gobuild.toml": config})
     first = Agent(stack.settings.model_copy(update={"builder_id": "first-builder"}))
     first_run = asyncio.create_task(first.run())
-    request = await request_build(stack, git_repo, sha)
+    await wait_until_ready(stack, "first-builder")
+    request = await request_build(stack, git_repo, sha, builder_id="first-builder")
     await wait_for_log_line(stack, request.build_id, ("stdout", "waiting"))
     # What the orchestrator records from the first builder's status event.
     await BuildStore(stack.redis).apply_status(
@@ -512,6 +541,12 @@ async def test_build_of_a_stopping_builder_is_run_again_by_another_builder(
     second = Agent(stack.settings.model_copy(update={"builder_id": "second-builder"}))
     second_run = asyncio.create_task(second.run())
     try:
+        await wait_until_ready(stack, "second-builder")
+        # The scheduler, once the first builder's heartbeat is gone, gives the build to the
+        # second, and sends it the job for the next attempt.
+        await give(stack, request.build_id, "second-builder", attempt=2)
+        again = request.model_copy(update={"builder_id": "second-builder", "attempt": 2})
+        await stack.producer.publish(TOPIC_BUILD_REQUESTS, again)
         seen = await observe(stack, request.build_id)
     finally:
         second.request_stop()
@@ -643,3 +678,46 @@ async def test_a_job_sent_again_before_the_result_was_applied_does_not_run_it_tw
     assert len({completion.event_id for completion in seen.completions}) == 1
     assert {chunk.attempt for chunk in seen.logs} == {1}
     assert len(await DeploymentRecords(stack.redis).list_for_project(job.project_id)) == 1
+
+
+async def test_a_job_for_another_builder_or_not_given_to_this_one_is_skipped(
+    stack: Stack, agent: Agent, git_repo: GitRepo
+) -> None:
+    sha = git_repo.commit({"index.html": "<p>not mine</p>"})
+    elsewhere = await request_build(stack, git_repo, sha, builder_id="other-builder")
+    # Addressed to this builder, but the scheduler has since given it to another one.
+    given_away = await request_build(stack, git_repo, sha, builder_id="other-builder")
+    taken_back = given_away.model_copy(update={"builder_id": agent.builder_id})
+    await stack.producer.publish(TOPIC_BUILD_REQUESTS, taken_back)
+
+    await wait_until_all_jobs_are_handled(stack.settings)
+    await asyncio.sleep(1)
+
+    for job in (elsewhere, taken_back):
+        build = await BuildStore(stack.redis).get(job.build_id)
+        assert build is not None and build.state == BuildState.DISPATCHED
+        assert not await stack.redis.exists(key_build_claim(job.build_id))
+    assert agent.running_builds == []
+
+
+async def test_the_heartbeat_tells_the_scheduler_what_the_builder_offers(stack: Stack) -> None:
+    settings = stack.settings.model_copy(
+        update={
+            "builder_id": "labelled",
+            "builder_labels": " node, arch=amd64,,",
+            "builder_concurrency": 3,
+        }
+    )
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await wait_until_ready(stack, "labelled")
+        [builder] = (await BuilderFleet(stack.redis).live()).values()
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 60)
+    assert (builder.id, builder.capacity, builder.labels) == ("labelled", 3, ("arch=amd64", "node"))
+    assert builder.host and builder.cpus and builder.memory_bytes and builder.started_at
+    assert builder.running == ()
+    # A stopped builder's heartbeat ends with it: the scheduler takes its builds back at once.
+    assert await BuilderFleet(stack.redis).live() == {}

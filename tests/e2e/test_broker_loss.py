@@ -220,6 +220,8 @@ def test_builds_dispatched_before_a_full_restart_are_built_after_it(
     embedded broker forgets the jobs; after the restart the orchestrator requests them again."""
     data_dir = tmp_path / "data"
     settings = {"GOBUILD_RECONCILE_INTERVAL_SECONDS": "2", "GOBUILD_RECONCILE_GRACE_SECONDS": "10"}
+    # Two slots: the scheduler gives both builds to the (stopped) builder before the restart.
+    settings["GOBUILD_BUILDER_CONCURRENCY"] = "2"
     first = start_stack(data_dir, BUILD_IMAGE, **settings)
     try:
         sha = git_repo.commit({"index.html": "<p>after the restart</p>"}, "main")

@@ -1,4 +1,5 @@
-"""The orchestrator on a real broker and Redis: triggers become numbered build jobs, once."""
+"""The orchestrator on a real broker and Redis: triggers become numbered build jobs, once,
+each for a builder with a free slot (builders are simulated by their heartbeats)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ from gobuild.platform.events import (
 )
 from gobuild.platform.orchestrator.app import create_app
 from gobuild.platform.records import Build, Project, new_id
+from gobuild.platform.stores.build_queue import BuildQueue
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.projects import ProjectStore
 from tests.conftest import wait_until
 from tests.kafka_reading import read_events
+from tests.orchestrator.scheduling import builder_alive
 
 
 def running(settings: Settings) -> QuartTestApp:
@@ -100,6 +103,8 @@ async def test_a_trigger_becomes_one_numbered_build_request(
     first = await record(redis, project)
     second = await record(redis, project, branch="feature")
     async with running(settings):
+        # Beats after the start (which can take longer than a heartbeat lives).
+        await builder_alive(redis, "builder-1", capacity=2)
         await producer.publish(TOPIC_BUILD_TRIGGERS, first)
         await producer.publish(TOPIC_BUILD_TRIGGERS, second)
         await producer.publish(TOPIC_BUILD_TRIGGERS, first)  # a redelivery
@@ -111,9 +116,9 @@ async def test_a_trigger_becomes_one_numbered_build_request(
     assert (one.number, two.number) == (1, 2)
     # Different builds sit on different partitions: order by number.
     requests.sort(key=lambda r: r.number)
-    assert [(r.build_id, r.number, r.production) for r in requests] == [
-        (first.build_id, 1, True),
-        (second.build_id, 2, False),
+    assert [(r.build_id, r.number, r.production, r.builder_id, r.attempt) for r in requests] == [
+        (first.build_id, 1, True, "builder-1", 1),
+        (second.build_id, 2, False, "builder-1", 1),
     ]
     assert requests[0].config.image == settings.build_image
     assert requests[0].config.timeout_seconds == settings.build_timeout_seconds
@@ -125,6 +130,7 @@ async def test_a_recorded_trigger_that_never_reached_kafka_is_dispatched_at_star
 ) -> None:
     trigger = await record(redis, project)  # recorded, never published: the broker was down
     async with running(settings):
+        await builder_alive(redis, "builder-1")
         build = await wait_for_state(BuildStore(redis), trigger.build_id, BuildState.DISPATCHED)
         requests = await read_topic(settings, TOPIC_BUILD_REQUESTS, 1)
     assert build.number == 1
@@ -152,6 +158,7 @@ async def test_status_and_completion_events_keep_the_record_current(
     trigger = await record(redis, project)
     store = BuildStore(redis)
     async with running(settings):
+        await builder_alive(redis, "agent-1")
         await producer.publish(TOPIC_BUILD_TRIGGERS, trigger)
         await wait_for_state(store, trigger.build_id, BuildState.DISPATCHED)
         base = {"build_id": trigger.build_id, "project_id": project.id, "builder_id": "agent-1"}
@@ -197,6 +204,8 @@ async def test_status_and_completion_events_keep_the_record_current(
         # The illegal moves must stay ignored: give them time to be (not) applied.
         await asyncio.sleep(0.3)
         final = await store.get(trigger.build_id)
+        # The build ended: its builder's slot is free again.
+        assert await BuildQueue(redis).assignments() == []
     assert (running_build.builder_id, running_build.attempt) == ("agent-1", 1)
     assert final is not None
     assert final.state == BuildState.SUCCEEDED
@@ -209,3 +218,24 @@ async def test_status_and_completion_events_keep_the_record_current(
 async def _deployment_url(store: BuildStore, build_id: str) -> str | None:
     build = await store.get(build_id)
     return build.deployment_url if build else None
+
+
+async def test_a_build_waits_queued_until_a_builder_appears_then_starts_within_a_round(
+    settings: Settings, redis: aioredis.Redis, producer: EventProducer, project: Project
+) -> None:
+    trigger = await record(redis, project)
+    store = BuildStore(redis)
+    async with running(settings):
+        await producer.publish(TOPIC_BUILD_TRIGGERS, trigger)
+
+        async def placed() -> bool:
+            return [e.build_id for e in await BuildQueue(redis).entries()] == [trigger.build_id]
+
+        await wait_until(placed, timeout=10, message="the build never showed in the queue")
+        queued = await store.get(trigger.build_id)
+        assert queued is not None and (queued.state, queued.number) == (BuildState.QUEUED, 1)
+
+        await builder_alive(redis, "late-builder")
+        await wait_for_state(store, trigger.build_id, BuildState.DISPATCHED)
+        [request] = await read_topic(settings, TOPIC_BUILD_REQUESTS, 1)
+    assert (request.build_id, request.builder_id) == (trigger.build_id, "late-builder")

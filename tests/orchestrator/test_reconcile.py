@@ -1,5 +1,6 @@
-"""The reconcile of unfinished builds on a real broker and Redis: no build stays unfinished after
-its builder, its job or its result was lost, and none is requested again while it is held."""
+"""The reconcile of leases and unfinished builds on a real broker and Redis: no build stays
+unfinished after its builder, its job or its result was lost, and none is sent again while it
+is held."""
 
 from __future__ import annotations
 
@@ -27,16 +28,24 @@ from gobuild.platform.events import (
 from gobuild.platform.orchestrator.app import create_app
 from gobuild.platform.orchestrator.dispatch import Dispatcher
 from gobuild.platform.orchestrator.reconcile import Reconciler
+from gobuild.platform.orchestrator.scheduler import Scheduler
 from gobuild.platform.records import Build, Project, new_id
+from gobuild.platform.stores.build_queue import Assignment, BuildQueue
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.claims import BuildClaims, BuilderFleet
-from gobuild.platform.stores.keys import KEY_ACTIVE_BUILDS, key_build_claim
+from gobuild.platform.stores.keys import (
+    KEY_ACTIVE_BUILDS,
+    KEY_BUILD_ASSIGNMENTS,
+    key_build_claim,
+    key_builder_assigned,
+)
 from gobuild.platform.stores.outbox import PendingResult, ResultOutbox
 from gobuild.platform.stores.projects import ProjectStore
 from tests.conftest import wait_until
 from tests.kafka_reading import read_events
 
 GRACE = 30.0
+CLAIM_TIMEOUT = 10.0
 
 
 @pytest.fixture
@@ -47,6 +56,7 @@ async def settings(
         redis_url=redis_url,
         kafka_bootstrap=kafka_bootstrap,
         reconcile_grace_seconds=GRACE,
+        dispatch_claim_timeout_seconds=CLAIM_TIMEOUT,
         build_max_attempts=2,
         build_timeout_seconds=600,
     )
@@ -115,6 +125,17 @@ async def run_on(redis: aioredis.Redis, build: Build, builder_id: str, ago: floa
     return running
 
 
+async def assigned(
+    redis: aioredis.Redis, build: Build, builder_id: str, *, ago: float = 0.0, attempt: int = 1
+) -> None:
+    """The scheduler gave the build to `builder_id` `ago` seconds ago."""
+    assignment = Assignment(
+        build_id=build.id, builder_id=builder_id, attempt=attempt, assigned_at=time.time() - ago
+    )
+    await redis.hset(KEY_BUILD_ASSIGNMENTS, build.id, assignment.model_dump_json())
+    await redis.sadd(key_builder_assigned(builder_id), build.id)
+
+
 async def unattended_for(redis: aioredis.Redis, build: Build, seconds: float) -> None:
     """Nothing happened to the build, and nobody was seen holding it, for `seconds`."""
     await redis.zadd(KEY_ACTIVE_BUILDS, {build.id: time.time() - seconds}, xx=True)
@@ -152,30 +173,32 @@ async def test_the_index_of_unfinished_builds_follows_the_state_machine(
     assert await BuildStore(redis).active() == []
 
 
-async def test_a_dispatched_build_whose_job_was_lost_is_requested_again_by_a_free_builder(
+async def test_an_assigned_build_whose_job_was_lost_is_sent_again_to_its_builder(
     settings: Settings, redis: aioredis.Redis, project: Project, reconciler: Reconciler
 ) -> None:
     build = await dispatched_build(redis, project)
     await builder_alive(redis, "idle-builder", running=[])
-    await unattended_for(redis, build, GRACE + 1)
+    await assigned(redis, build, "idle-builder", ago=CLAIM_TIMEOUT + 1)
 
     await reconciler.reconcile()
 
     [request] = await requests_for(settings, build.id, 1)
     assert (request.number, request.production) == (1, True)
+    assert (request.builder_id, request.attempt) == ("idle-builder", 1)
     assert time.time() - (await attended_at(redis, build.id) or 0) < 5
     after = await BuildStore(redis).get(build.id)
     assert after is not None and after.state == BuildState.DISPATCHED
 
 
-async def test_a_build_within_its_grace_or_held_by_a_live_builder_is_not_requested_again(
+async def test_a_build_within_its_claim_timeout_or_held_by_a_live_builder_is_not_sent_again(
     settings: Settings, redis: aioredis.Redis, project: Project, reconciler: Reconciler
 ) -> None:
     recent = await dispatched_build(redis, project)
     held = await dispatched_build(redis, project)
-    await unattended_for(redis, recent, GRACE - 5)
-    await unattended_for(redis, held, GRACE + 1)
     claims = await builder_alive(redis, "busy-builder", running=[held.id], capacity=2)
+    await assigned(redis, recent, "busy-builder", ago=CLAIM_TIMEOUT - 3)
+    await assigned(redis, held, "busy-builder", ago=CLAIM_TIMEOUT + 1)
+    await unattended_for(redis, held, GRACE + 1)
     assert await claims.claim(held.id)
 
     await reconciler.reconcile()
@@ -185,55 +208,90 @@ async def test_a_build_within_its_grace_or_held_by_a_live_builder_is_not_request
     assert time.time() - (await attended_at(redis, held.id) or 0) < 5
 
 
-async def test_a_lost_build_waits_while_no_builder_has_a_free_slot(
+async def test_a_build_of_a_lost_builder_waits_in_the_queue_while_no_builder_has_a_free_slot(
     settings: Settings, redis: aioredis.Redis, project: Project, reconciler: Reconciler
 ) -> None:
     build = await dispatched_build(redis, project)
-    await unattended_for(redis, build, GRACE + 1)
-    await builder_alive(redis, "full-builder", running=["b_other"], capacity=1)
+    await assigned(redis, build, "dead-builder")
+    other = await dispatched_build(redis, project)
+    await builder_alive(redis, "full-builder", running=[other.id], capacity=1)
+    await assigned(redis, other, "full-builder")
 
     await reconciler.reconcile()
+    await Scheduler(reconciler.dispatcher, BuilderFleet(redis)).run_round()
 
     assert await requests_for(settings, build.id, 0) == []
+    [entry] = await BuildQueue(redis).entries()
+    assert (entry.build_id, entry.reason) == (build.id, "no_free_slot")
     current = await BuildStore(redis).get(build.id)
     assert current is not None and current.state == BuildState.DISPATCHED
 
 
-async def test_a_running_build_whose_builder_died_is_requested_again(
+async def test_a_running_build_whose_builder_died_runs_again_on_a_live_builder(
     settings: Settings, redis: aioredis.Redis, project: Project, reconciler: Reconciler
 ) -> None:
     build = await run_on(redis, await dispatched_build(redis, project), "dead-builder", ago=60)
+    await assigned(redis, build, "dead-builder")
     # The dead builder's claim is still there; its heartbeat is not.
     await redis.set(key_build_claim(build.id), "dead-builder", ex=30)
     await builder_alive(redis, "live-builder", running=[])
-    await unattended_for(redis, build, GRACE + 1)
 
     await reconciler.reconcile()
+    await Scheduler(reconciler.dispatcher, BuilderFleet(redis)).run_round()
 
     [request] = await requests_for(settings, build.id, 1)
-    assert request.build_id == build.id
+    assert (request.builder_id, request.attempt) == ("live-builder", 2)
+    again = await BuildStore(redis).get(build.id)
+    assert again is not None and (again.state, again.attempt) == (BuildState.RUNNING, 2)
     # The live builder takes the dead one's claim over.
     assert await BuildClaims(redis, "live-builder").claim(build.id)
 
 
-async def test_a_build_lost_more_often_than_its_attempts_allow_fails_with_the_reason(
+async def test_a_build_whose_builder_was_lost_more_often_than_its_attempts_allow_fails(
     settings: Settings, redis: aioredis.Redis, project: Project, reconciler: Reconciler
 ) -> None:
     build = await dispatched_build(redis, project)
-    await builder_alive(redis, "idle-builder", running=[])
+    await assigned(redis, build, "dead-builder", attempt=2)  # the last of 2 attempts
 
-    await unattended_for(redis, build, GRACE + 1)
-    await reconciler.reconcile()  # attempt 2 of 2
-    await unattended_for(redis, build, GRACE + 1)
-    await reconciler.reconcile()  # none left
+    await reconciler.reconcile()
 
     failed = await BuildStore(redis).get(build.id)
     assert failed is not None and failed.state == BuildState.FAILED
-    assert failed.reason == "its builder or its job was lost 2 times; gave up"
-    assert len(await requests_for(settings, build.id, 1)) == 1
+    assert failed.reason == "its builder was lost 2 times"
+    assert await requests_for(settings, build.id, 0) == []
     completions = await read_events(settings, [TOPIC_BUILD_COMPLETIONS], 1)
     assert [(c.build_id, c.state) for c in completions] == [(build.id, BuildState.FAILED)]
     assert await BuildStore(redis).active() == []
+    assert await BuildQueue(redis).assignments() == []
+
+
+async def test_an_assignment_of_an_ended_build_is_let_go(
+    redis: aioredis.Redis, project: Project, reconciler: Reconciler
+) -> None:
+    build = await dispatched_build(redis, project)
+    await assigned(redis, build, "some-builder")
+    await BuildStore(redis).apply_status(
+        BuildStatusChanged(build_id=build.id, project_id=project.id, state=BuildState.CANCELLED)
+    )
+
+    await reconciler.check_leases()
+
+    assert await BuildQueue(redis).assigned_to("some-builder") == set()
+
+
+async def test_a_dispatched_build_nobody_looks_after_is_queued_again_after_the_grace(
+    settings: Settings, redis: aioredis.Redis, project: Project, reconciler: Reconciler
+) -> None:
+    # Dispatched by an orchestrator before the scheduler: no assignment, no queue entry.
+    build = await dispatched_build(redis, project)
+    await builder_alive(redis, "idle-builder", running=[])
+    await unattended_for(redis, build, GRACE + 1)
+
+    await reconciler.reconcile()
+    await Scheduler(reconciler.dispatcher, BuilderFleet(redis)).run_round()
+
+    [request] = await requests_for(settings, build.id, 1)
+    assert (request.builder_id, request.attempt) == ("idle-builder", 1)
 
 
 async def test_a_running_build_past_its_time_limit_and_grace_times_out(
@@ -256,6 +314,31 @@ async def test_a_running_build_past_its_time_limit_and_grace_times_out(
     assert ended.reason == "no result within the time limit of 60 s and 30 s of grace"
     # The builder still at it is told to stop.
     assert await BuildStore(redis).cancel_requested(build.id)
+
+
+async def test_a_projects_own_lower_time_limit_applies_to_its_running_builds(
+    settings: Settings, redis: aioredis.Redis, reconciler: Reconciler
+) -> None:
+    project = Project(
+        id=new_id("p_"),
+        name="quick",
+        repo_url="/srv/quick.git",
+        provider="git",
+        webhook_secret="x",
+        build_timeout_seconds=20,
+    )
+    assert await ProjectStore(redis).create(project)
+    build = await run_on(redis, await dispatched_build(redis, project), "hung-builder", ago=60)
+    claims = await builder_alive(redis, "hung-builder", running=[build.id])
+    assert await claims.claim(build.id)
+    await assigned(redis, build, "hung-builder")
+
+    await reconciler.reconcile()
+
+    ended = await BuildStore(redis).get(build.id)
+    assert ended is not None and ended.state == BuildState.TIMED_OUT
+    assert ended.reason == "no result within the time limit of 20 s and 30 s of grace"
+    assert await BuildQueue(redis).assignments() == []
 
 
 async def result_of(build: Build, state: BuildState = BuildState.SUCCEEDED) -> PendingResult:
@@ -294,6 +377,7 @@ async def test_a_build_whose_result_waits_in_the_outbox_is_not_requested_again(
     settings: Settings, redis: aioredis.Redis, project: Project, reconciler: Reconciler
 ) -> None:
     build = await run_on(redis, await dispatched_build(redis, project), "b1", ago=60)
+    await assigned(redis, build, "b1")  # b1 is gone
     await ResultOutbox(redis).put(await result_of(build))
     await builder_alive(redis, "idle-builder", running=[])  # it delivers the result
     await unattended_for(redis, build, GRACE + 1)
@@ -302,6 +386,7 @@ async def test_a_build_whose_result_waits_in_the_outbox_is_not_requested_again(
 
     assert await requests_for(settings, build.id, 0) == []
     assert await ResultOutbox(redis).holds(build.id)
+    assert not await BuildQueue(redis).is_queued(build.id)
 
 
 async def test_a_result_no_live_builder_can_deliver_is_applied_by_the_orchestrator(
@@ -321,7 +406,7 @@ async def test_a_result_no_live_builder_can_deliver_is_applied_by_the_orchestrat
     assert [c.build_id for c in completions] == [build.id]
 
 
-async def test_the_orchestrator_requests_a_lost_build_again_on_its_own(
+async def test_the_orchestrator_sends_a_lost_build_to_a_live_builder_on_its_own(
     make_settings: Callable[..., Settings],
     redis_url: str,
     kafka_bootstrap: str,
@@ -345,4 +430,4 @@ async def test_the_orchestrator_requests_a_lost_build_again_on_its_own(
             return await requests_for(settings, build.id, 1)
 
         [request] = await wait_until(requested, timeout=20, message="never requested again")
-    assert request.build_id == build.id
+    assert (request.build_id, request.builder_id) == (build.id, "idle-builder")
