@@ -218,6 +218,57 @@ def _remove(client: docker.DockerClient, container: Container | None, name: str)
             log.warning("could not remove container %s: %s", target, exc)
 
 
+async def _create_container(
+    client: docker.DockerClient, spec: StepSpec, name: str, creating: list[asyncio.Future[Any]]
+) -> Container:
+    """Create the container; the creation (appended to `creating`) goes on in its thread
+    even if the caller is cancelled meanwhile, so `_remove_once_created` can still remove it."""
+    creation = asyncio.ensure_future(_call(_create, client, spec, name))
+    creating.append(creation)
+    return await asyncio.shield(creation)
+
+
+async def _remove_once_created(
+    client: docker.DockerClient,
+    creating: list[asyncio.Future[Any]],
+    container: Container | None,
+    name: str,
+) -> None:
+    """Remove the container, after its creation ended if the caller was cancelled during it
+    (removing it by name before the engine made it would find nothing and leave it)."""
+    if container is None and creating:
+        with contextlib.suppress(Exception):
+            container = await creating[0]
+    await asyncio.to_thread(_remove, client, container, name)
+
+
+class PendingRemovals:
+    """Containers of one build being removed in the background.
+
+    A container whose commands have all returned (an exec session after its block) or that
+    has stopped (a step) holds nothing more of the build; the build goes on while the engine
+    tears it down (~0.15 s a container) and `wait`s for all of them before it ends.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Future[None]] = set()
+
+    def remove(self, client: docker.DockerClient, container: Container | None, name: str) -> None:
+        removal = asyncio.ensure_future(asyncio.to_thread(_remove, client, container, name))
+        self._pending.add(removal)
+        removal.add_done_callback(self._pending.discard)
+
+    async def wait(self) -> None:
+        """Until every removal started so far has finished; cancelling the wait leaves them
+        running to their end."""
+        if not self._pending:
+            return
+        done = asyncio.gather(*self._pending, return_exceptions=True)
+        for result in await asyncio.shield(done):
+            if isinstance(result, Exception):
+                log.warning("could not remove a container: %r", result)
+
+
 def _kill(container: Container) -> None:
     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
         container.kill()
@@ -442,22 +493,26 @@ async def run_step(
     deadline: float | None = None,
     cancel: asyncio.Event | None = None,
     on_started: Callable[[Container], None] | None = None,
+    removals: PendingRemovals | None = None,
 ) -> StepResult:
     """Run `spec.command` with `sh -c`; `deadline` is in `loop.time()` terms.
 
     Output lines reach `on_line` in the order the container wrote them. The container is
-    killed at the deadline or when `cancel` is set, and always removed before returning.
+    killed at the deadline or when `cancel` is set, and always removed: before returning,
+    or, once it has stopped and `removals` is given, by `removals` in the background.
     `on_started` is told the container once it runs (to sample its resource use).
     """
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     name = _container_name(spec)
     container: Container | None = None
+    creating: list[asyncio.Future[Any]] = []
     stop_pump = threading.Event()
     frames: Any = None
+    stopped = False
     try:
         try:
-            container = await _call(_create, client, spec, name)
+            container = await _create_container(client, spec, name, creating)
         except docker.errors.ImageNotFound:
             raise ContainerError(f"image {spec.image!r} is not available on this builder") from None
         except docker.errors.APIError as exc:
@@ -505,6 +560,7 @@ async def run_step(
             for waiter in waiters:
                 waiter.cancel()
         status = await _call(container.wait)
+        stopped = True
         await _call(container.reload)
         state = container.attrs.get("State", {})
         return StepResult(
@@ -516,10 +572,15 @@ async def run_step(
         )
     finally:
         stop_pump.set()
-        # Removal runs in a thread that finishes even if this task is cancelled again.
-        removal = asyncio.ensure_future(asyncio.to_thread(_remove, client, container, name))
         try:
-            await asyncio.shield(removal)
+            if stopped and removals is not None:
+                removals.remove(client, container, name)
+            else:
+                # Removal runs in a thread that finishes even if this task is cancelled again.
+                removal = asyncio.ensure_future(
+                    _remove_once_created(client, creating, container, name)
+                )
+                await asyncio.shield(removal)
         finally:
             # Closing the stream ends the pump thread if the removal did not already.
             if frames is not None:
@@ -604,14 +665,21 @@ class ExecSession:
 
 
 @contextlib.asynccontextmanager
-async def exec_session(client: docker.DockerClient, spec: StepSpec) -> AsyncIterator[ExecSession]:
+async def exec_session(
+    client: docker.DockerClient, spec: StepSpec, *, removals: PendingRemovals | None = None
+) -> AsyncIterator[ExecSession]:
     """A container made from `spec` (its command aside) that idles until the block ends, for
-    commands to be exec'd in; removed on every way out, as `run_step`'s are."""
+    commands to be exec'd in; removed on every way out, as `run_step`'s are. When the block
+    ends normally (every command has returned) and `removals` is given, it is removed by
+    `removals` in the background."""
     name = _container_name(spec)
     container: Container | None = None
+    creating: list[asyncio.Future[Any]] = []
+    finished = False
     try:
         try:
-            container = await _call(_create, client, replace(spec, command=_IDLE_COMMAND), name)
+            idle = replace(spec, command=_IDLE_COMMAND)
+            container = await _create_container(client, idle, name, creating)
             assert container is not None
             await _call(container.start)
         except docker.errors.ImageNotFound:
@@ -619,6 +687,10 @@ async def exec_session(client: docker.DockerClient, spec: StepSpec) -> AsyncIter
         except docker.errors.APIError as exc:
             raise ContainerError(f"could not start the container: {exc.explanation}") from None
         yield ExecSession(client, container, spec)
+        finished = True
     finally:
-        removal = asyncio.ensure_future(asyncio.to_thread(_remove, client, container, name))
-        await asyncio.shield(removal)
+        if finished and removals is not None:
+            removals.remove(client, container, name)
+        else:
+            removal = asyncio.ensure_future(_remove_once_created(client, creating, container, name))
+            await asyncio.shield(removal)

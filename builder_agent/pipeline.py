@@ -17,7 +17,7 @@ from gobuild.builder_agent.artifacts import ArtifactError, find_output, pack_out
 from gobuild.builder_agent.build_caches import BuildCaches, RunCaches
 from gobuild.builder_agent.build_run import BuildRun, BuildStopped, Outcome, guard
 from gobuild.builder_agent.ca_trust import NO_EXTRA_TRUST, BuildCaTrust
-from gobuild.builder_agent.checkout import CheckoutError, GitRemote, redact_url
+from gobuild.builder_agent.checkout import CheckoutError, CheckoutFacts, GitRemote, redact_url
 from gobuild.builder_agent.container import (
     ContainerError,
     ensure_image,
@@ -31,7 +31,12 @@ from gobuild.builder_agent.repo_config import (
     source_folder,
 )
 from gobuild.builder_agent.reporter import BuildReporter
-from gobuild.builder_agent.rollback_guard import promote_forward, superseded_reason
+from gobuild.builder_agent.rollback_guard import (
+    branch_to_check,
+    production_commit,
+    promote_forward,
+    superseded_reason,
+)
 from gobuild.builder_agent.source_checkout import SourceCheckout
 from gobuild.builder_agent.steps import StepRunner
 from gobuild.platform.build_state import BuildState
@@ -78,7 +83,11 @@ class BuildPipeline:
         )
 
     async def execute(self, run: BuildRun) -> Outcome:
-        outcome = await self._outcome(run)
+        try:
+            outcome = await self._outcome(run)
+        finally:
+            # A build holds no container once it ends, even one that was being removed.
+            await run.removals.wait()
         if outcome.reason:
             # The reason is shown beside the log (and in alerts): its secrets are masked too.
             outcome.reason = run.logs.secrets.apply(outcome.reason)
@@ -104,9 +113,20 @@ class BuildPipeline:
         # Every later contact with the repository goes through this one `remote`: the policy
         # checked it now, and its addresses are pinned.
         remote = await guard(run, self.sources.open_remote(run))
-        run.commit_sha = await guard(run, self.sources.check_out(run, remote))
+        # The checkout's own git session also answers the rollback guard's questions: is the
+        # pushed commit still its branch's head, and does production's commit contain it.
+        served = None
+        if request.production:
+            served = await production_commit(self.deployments, request.project_id)
+        facts = await guard(
+            run,
+            self.sources.check_out(
+                run, remote, head_of=branch_to_check(request), contained_in=served
+            ),
+        )
+        run.commit_sha = facts.commit_sha
         await logs.system(f"Checked out commit {run.commit_sha}")
-        await self._stop_if_superseded(run, remote)
+        await self._stop_if_superseded(run, remote, facts)
 
         plan = await asyncio.to_thread(resolve_plan, run.workspace, request.config)
         if plan.timeout_seconds < run.timeout_seconds:
@@ -144,7 +164,7 @@ class BuildPipeline:
         )
 
         await self.reporter.status(run, BuildState.RUNNING, step="deploy")
-        deployment = await self._deploy(run, remote)
+        deployment = await self._deploy(run, remote, facts)
         if caches is not None:
             await self._save_caches(run, caches)
         return Outcome(
@@ -208,21 +228,23 @@ class BuildPipeline:
             secret = ", ".join(sorted(plan.secret_env)) or "none"
             await run.logs.system(f"Project variables: {names}; secret: {secret}")
 
-    async def _stop_if_superseded(self, run: BuildRun, remote: GitRemote) -> None:
+    async def _stop_if_superseded(
+        self, run: BuildRun, remote: GitRemote, facts: CheckoutFacts
+    ) -> None:
         """A pushed commit that is no longer its branch's head (a replayed or late delivery)
         is not built: it would deploy old code over newer."""
         time_left = max(1.0, run.deadline - asyncio.get_running_loop().time()) + 5
         reason = await guard(
             run,
             superseded_reason(
-                run.request, remote, run.commit_sha, run.workspace, timeout=time_left
+                run.request, remote, run.commit_sha, run.workspace, timeout=time_left, facts=facts
             ),
         )
         if reason:
             await run.logs.system(f"Not built: {reason}")
             raise BuildStopped(BuildState.CANCELLED, reason)
 
-    async def _deploy(self, run: BuildRun, remote: GitRemote) -> Deployment:
+    async def _deploy(self, run: BuildRun, remote: GitRemote, facts: CheckoutFacts) -> Deployment:
         request, settings = run.request, self.settings
         deployment_id = new_deployment_id(request.project_name)
         await guard(run, self.storage.deploy(deployment_id, run.build_id))
@@ -236,17 +258,24 @@ class BuildPipeline:
             url=settings.deployment_url(deployment_id),
         )
         await self.deployments.create(deployment)
-        for state in ("created", "ready"):
-            await self.reporter.deployment(deployment, state)
         await run.logs.system(f"Deployed to {deployment.url}")
-        if request.production and await promote_forward(
-            self.deployments,
-            deployment,
-            remote=remote,
-            history_dir=run.workspace.with_name(f"{run.workspace.name}.history"),
-            deadline=run.deadline,
-            say=run.logs.system,
-        ):
+        promoted = False
+        try:
+            promoted = request.production and await promote_forward(
+                self.deployments,
+                deployment,
+                remote=remote,
+                history_dir=run.workspace.with_name(f"{run.workspace.name}.history"),
+                deadline=run.deadline,
+                say=run.logs.system,
+                facts=facts,
+            )
+        finally:
+            # Told after the alias is decided, so production goes live without waiting for the
+            # broker; still in their order (created, ready, then promoted).
+            for state in ("created", "ready"):
+                await self.reporter.deployment(deployment, state)
+        if promoted:
             alias_url = settings.deployment_url(request.project_name)
             await self.reporter.deployment(deployment, "promoted", alias_url)
             await run.logs.system(f"Promoted to production: {alias_url}")

@@ -11,9 +11,10 @@ from gobuild.builder_agent.build_run import BuildRun
 from gobuild.builder_agent.ca_trust import NO_EXTRA_TRUST, BuildCaTrust
 from gobuild.builder_agent.checkout import (
     CheckoutError,
+    CheckoutFacts,
     CloneContainer,
     GitRemote,
-    checkout,
+    checkout_with_facts,
     open_remote,
 )
 from gobuild.builder_agent.container import LABEL_BUILD_ID, LABEL_BUILDER_ID, ensure_image
@@ -62,8 +63,17 @@ class SourceCheckout:
             credentials=userinfo,
         )
 
-    async def check_out(self, run: BuildRun, remote: GitRemote) -> str:
-        """Check out the build's commit into its workspace; the full SHA checked out."""
+    async def check_out(
+        self,
+        run: BuildRun,
+        remote: GitRemote,
+        *,
+        head_of: str | None = None,
+        contained_in: str | None = None,
+    ) -> CheckoutFacts:
+        """Check out the build's commit into its workspace and, in the same clone container,
+        look up branch `head_of` on the remote and whether commit `contained_in` contains the
+        one checked out (`checkout_with_facts`)."""
         request, container = run.request, remote.container
         await ensure_image(
             self.docker,
@@ -81,7 +91,7 @@ class SourceCheckout:
             f"Checking out in a clone container: image {container.image}, user "
             f"{container.user}, {reach}"
         )
-        return await checkout(
+        return await checkout_with_facts(
             remote,
             run.workspace,
             commit_sha=request.commit_sha,
@@ -89,4 +99,7 @@ class SourceCheckout:
             branch=request.branch,
             # The caller's deadline comes first and reports it as the build's time limit.
             timeout=max(1.0, run.deadline - asyncio.get_running_loop().time()) + 5,
+            head_of=head_of,
+            contained_in=contained_in,
+            removals=run.removals,
         )

@@ -93,6 +93,7 @@ class StepRunner:
                 deadline=run.deadline,
                 cancel=run.cancel,
                 on_started=sampler.watch,
+                removals=run.removals,
             )
         if result.cancelled:
             raise BuildStopped(BuildState.CANCELLED, "cancelled")

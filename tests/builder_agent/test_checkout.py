@@ -3,6 +3,7 @@ URLs and names, the repository policy at checkout time, and what the container c
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,12 @@ import docker
 import pytest
 
 from gobuild.builder_agent.checkout import (
+    CHECKOUT_HISTORY_DEPTH_LIMIT,
     CheckoutError,
     CloneContainer,
     GitRemote,
     checkout,
+    checkout_with_facts,
     commit_in_history,
     open_remote,
     redact_url,
@@ -372,3 +375,137 @@ async def test_commit_in_history_is_false_for_diverged_lines_once_all_history_is
     assert await commit_in_history(remote, side, main, tmp_path / "h1", timeout=60) is False
     assert await commit_in_history(remote, main, side, tmp_path / "h2", timeout=60) is False
     assert await commit_in_history(remote, base, side, tmp_path / "h3", timeout=60) is True
+
+
+async def test_the_checkouts_container_also_tells_the_branch_head_and_the_ancestry(
+    git_repo: GitRepo,
+    remote: GitRemote,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+) -> None:
+    built = git_repo.commit({"a.txt": "built"})
+    tip = git_repo.commit({"a.txt": "tip"})
+    git_repo.commit({"b.txt": "x"}, branch="release/main")  # also ends with `main`
+    workspace = tmp_path / "ws"
+
+    facts = await checkout_with_facts(
+        remote,
+        workspace,
+        commit_sha=built,
+        ref=None,
+        branch="main",
+        timeout=60,
+        head_of="main",
+        contained_in=tip,
+    )
+
+    assert (facts.commit_sha, facts.branch, facts.branch_head) == (built, "main", tip)
+    assert (facts.contained_in, facts.contained) == (tip, True)
+    assert (workspace / "a.txt").read_text() == "built"
+    # The history fetched to answer it stayed in the container, out of the build's workspace.
+    assert git(workspace, "-c", "safe.directory=*", "rev-list", "--all") == built
+    label = f"{LABEL_BUILD_ID}=b_checkouttest"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+
+    newer = await checkout_with_facts(
+        remote,
+        tmp_path / "ws2",
+        commit_sha=tip,
+        ref=None,
+        branch="main",
+        timeout=60,
+        head_of="gone",
+        contained_in=built,
+    )
+    assert (newer.branch, newer.branch_head, newer.contained) == ("gone", None, False)
+    with pytest.raises(CheckoutError, match="invalid branch name"):
+        await checkout_with_facts(
+            remote,
+            tmp_path / "ws3",
+            commit_sha=tip,
+            ref=None,
+            branch="main",
+            timeout=30,
+            head_of="-x",
+        )
+
+
+async def test_ancestry_too_far_apart_for_the_checkout_is_left_to_commit_in_history(
+    git_repo: GitRepo, remote: GitRemote, tmp_path: Path
+) -> None:
+    old = git_repo.commit({"a.txt": "0"})
+    for n in range(1, CHECKOUT_HISTORY_DEPTH_LIMIT + 8):
+        git_repo.commit({"a.txt": str(n)})
+    tip = git_repo.commit({"a.txt": "tip"})
+
+    facts = await checkout_with_facts(
+        remote,
+        tmp_path / "ws",
+        commit_sha=old,
+        ref=None,
+        branch="main",
+        timeout=60,
+        contained_in=tip,
+    )
+
+    assert (facts.commit_sha, facts.contained_in, facts.contained) == (old, tip, None)
+    assert await commit_in_history(remote, old, tip, tmp_path / "h", timeout=60) is True
+
+
+async def test_facts_come_the_long_way_when_the_server_cannot_send_one_commit(
+    git_repo: GitRepo,
+    repository_server: int,
+    container: CloneContainer,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    """git's dumb HTTP protocol cannot fetch a single commit shallowly: the branch is fetched."""
+    built = git_repo.commit({"index.html": "built"})
+    tip = git_repo.commit({"index.html": "tip"})
+    git(git_repo.bare, "update-server-info")
+    url = f"http://***@{docker_host_address(docker_client)}:{repository_server}/site.git"
+    remote = await open_remote(
+        url, policy=ADMIN, container=container, credentials="user:s3cret-token"
+    )
+
+    facts = await checkout_with_facts(
+        remote,
+        tmp_path / "ws",
+        commit_sha=built,
+        ref=None,
+        branch="main",
+        timeout=60,
+        head_of="main",
+        contained_in=tip,
+    )
+
+    assert (facts.commit_sha, facts.branch_head) == (built, tip)
+    assert facts.contained is None  # not decided here: the promotion asks again
+    assert (tmp_path / "ws" / "index.html").read_text() == "built"
+    for folder, _, files in os.walk(tmp_path / "ws" / ".git"):
+        for name in files:
+            assert b"s3cret-token" not in (Path(folder) / name).read_bytes()
+
+
+async def test_a_checkout_cancelled_at_any_moment_leaves_no_clone_container(
+    git_repo: GitRepo,
+    remote: GitRemote,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+) -> None:
+    """Cancelled while the engine still creates the container, too (a newer push cancels a
+    build that just started)."""
+    sha = git_repo.commit({"a.txt": "1"})
+    label = f"{LABEL_BUILD_ID}=b_checkouttest"
+
+    for n, delay in enumerate((0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)):
+        task = asyncio.create_task(
+            checkout(
+                remote, tmp_path / f"ws{n}", commit_sha=sha, ref=None, branch="main", timeout=60
+            )
+        )
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert docker_client.containers.list(all=True, filters={"label": label}) == []

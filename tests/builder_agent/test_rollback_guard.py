@@ -9,8 +9,20 @@ import docker
 import pytest
 import redis.asyncio as aioredis
 
-from gobuild.builder_agent.checkout import CloneContainer, GitRemote, checkout, open_remote
-from gobuild.builder_agent.rollback_guard import promote_forward, superseded_reason
+from gobuild.builder_agent.checkout import (
+    CheckoutFacts,
+    CloneContainer,
+    GitRemote,
+    checkout,
+    checkout_with_facts,
+    open_remote,
+)
+from gobuild.builder_agent.rollback_guard import (
+    branch_to_check,
+    production_commit,
+    promote_forward,
+    superseded_reason,
+)
 from gobuild.platform.events import BuildConfig, BuildRequested, TriggerSource
 from gobuild.platform.records import Deployment
 from gobuild.platform.repo_url import RepoSourcePolicy
@@ -42,8 +54,21 @@ def deployment(number: int, commit_sha: str | None) -> Deployment:
     )
 
 
+def unreachable(remote: GitRemote) -> GitRemote:
+    """A remote any contact with which fails: what a guard may use only if it asks nothing."""
+    return GitRemote(
+        shown="http://127.0.0.1:9/gone.git",
+        container=remote.container,
+        fetch_url="http://127.0.0.1:9/gone.git",
+    )
+
+
 async def promote(
-    records: DeploymentRecords, remote: GitRemote, candidate: Deployment, tmp_path: Path
+    records: DeploymentRecords,
+    remote: GitRemote,
+    candidate: Deployment,
+    tmp_path: Path,
+    facts: CheckoutFacts | None = None,
 ) -> tuple[bool, list[str]]:
     """Run the automatic promotion of `candidate`; whether it promoted, and the log lines."""
     said: list[str] = []
@@ -59,6 +84,7 @@ async def promote(
         history_dir=tmp_path / f"{candidate.id}.history",
         deadline=asyncio.get_running_loop().time() + 60,
         say=say,
+        facts=facts,
     )
     assert not (tmp_path / f"{candidate.id}.history").exists()
     return promoted, said
@@ -162,3 +188,110 @@ async def test_a_push_is_superseded_once_its_branch_moved_on_but_an_api_build_is
     assert await reason("github", new) is None
     assert await reason("api", old) is None
     assert await reason("github", old, "gone") == "superseded: branch gone no longer exists"
+
+
+async def test_a_push_superseded_between_webhook_and_build_is_skipped_on_the_checkouts_facts(
+    git_repo: GitRepo, remote: GitRemote, tmp_path: Path
+) -> None:
+    old = git_repo.commit({"a.txt": "old"})
+    request = build_request("github", old)
+    new = git_repo.commit({"a.txt": "new"})  # pushed after the webhook, before the build
+
+    facts = await checkout_with_facts(
+        remote,
+        tmp_path / "ws",
+        commit_sha=old,
+        ref=None,
+        branch="main",
+        timeout=60,
+        head_of=branch_to_check(request),
+    )
+
+    assert (facts.commit_sha, facts.branch, facts.branch_head) == (old, "main", new)
+    # Decided on what the checkout's own session saw: the repository is not asked again.
+    reason = await superseded_reason(
+        request, unreachable(remote), old, tmp_path / "ws", timeout=30, facts=facts
+    )
+    assert reason == f"superseded: branch is at {new}"
+    gone = CheckoutFacts(commit_sha=old, branch="main", branch_head=None)
+    assert await superseded_reason(
+        request, unreachable(remote), old, tmp_path / "ws", timeout=30, facts=gone
+    ) == ("superseded: branch main no longer exists")
+    assert branch_to_check(build_request("api", old)) is None
+
+
+async def test_the_checkouts_ancestry_answer_keeps_production_forward_without_asking_again(
+    redis: aioredis.Redis, git_repo: GitRepo, remote: GitRemote, tmp_path: Path
+) -> None:
+    old = git_repo.commit({"a.txt": "old"})
+    new = git_repo.commit({"a.txt": "new"})
+    records = DeploymentRecords(redis)
+    await promote(records, remote, deployment(1, new), tmp_path)
+    served = await production_commit(records, PROJECT)
+    assert served == new
+
+    facts = await checkout_with_facts(
+        remote,
+        tmp_path / "ws",
+        commit_sha=old,
+        ref=None,
+        branch="main",
+        timeout=60,
+        contained_in=served,
+    )
+    assert (facts.contained_in, facts.contained) == (new, True)
+
+    promoted, said = await promote(
+        records, unreachable(remote), deployment(2, old), tmp_path, facts
+    )
+    assert promoted is False
+    assert said == [f"Not promoted: production serves {new}, which already contains this commit"]
+    alias = await records.production_alias(PROJECT)
+    assert alias is not None and alias.deployment_id == "site-1"
+
+    newer = git_repo.commit({"a.txt": "newer"})
+    facts = await checkout_with_facts(
+        remote,
+        tmp_path / "ws2",
+        commit_sha=newer,
+        ref=None,
+        branch="main",
+        timeout=60,
+        contained_in=new,
+    )
+    assert facts.contained is False
+    promoted, said = await promote(
+        records, unreachable(remote), deployment(3, newer), tmp_path, facts
+    )
+    assert (promoted, said) == (True, [])
+
+
+async def test_an_alias_moved_after_the_checkout_is_checked_again_before_promoting(
+    redis: aioredis.Redis, git_repo: GitRepo, remote: GitRemote, tmp_path: Path
+) -> None:
+    first = git_repo.commit({"a.txt": "1"})
+    second = git_repo.commit({"a.txt": "2"})
+    third = git_repo.commit({"a.txt": "3"})
+    records = DeploymentRecords(redis)
+    await promote(records, remote, deployment(1, first), tmp_path)
+    # A rebuild of `second` (build #4) checks out while production serves `first` ...
+    facts = await checkout_with_facts(
+        remote,
+        tmp_path / "ws",
+        commit_sha=second,
+        ref=None,
+        branch="main",
+        timeout=60,
+        contained_in=await production_commit(records, PROJECT),
+    )
+    assert (facts.contained_in, facts.contained) == (first, False)
+    # ... and build #3 of `third` takes production before #4 promotes.
+    assert (await promote(records, remote, deployment(3, third), tmp_path))[0] is True
+
+    promoted, said = await promote(records, remote, deployment(4, second), tmp_path, facts)
+
+    # The higher build number alone would have moved production back to `second`.
+    assert promoted is False
+    assert said == [f"Not promoted: production serves {third}, which already contains this commit"]
+    alias = await records.production_alias(PROJECT)
+    assert alias is not None and alias.deployment_id == "site-3"
