@@ -126,6 +126,9 @@ class UserSession:
         response = await self.call("POST", path, json=body)
         return response.json() if response.content else None
 
+    async def patch(self, path: str, body: Any) -> Any:
+        return (await self.call("PATCH", path, json=body)).json()
+
     async def delete(self, path: str) -> None:
         await self.call("DELETE", path)
 

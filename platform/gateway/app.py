@@ -32,6 +32,7 @@ from gobuild.platform.gateway.routes import (
     project_settings,
     projects,
     retention,
+    scheduler,
     shares,
     users,
     webhooks,
@@ -77,6 +78,7 @@ def create_app(
     for module in (home, deployments, shares, notifications, retention, project_settings):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(caches.blueprint)
+    app.register_blueprint(scheduler.blueprint)
 
     @app.before_serving
     async def _start() -> None:

@@ -25,6 +25,22 @@ def can_see_project(principal: Principal, project_id: str) -> bool:
     return principal.is_admin or project_id in principal.project_roles
 
 
+def may_in_project(principal: Principal, project_id: str, action: Action) -> bool:
+    """Whether the caller may do `action` in the project (for lists that show only those)."""
+    return can_see_project(principal, project_id) and is_allowed(principal, action, project_id)
+
+
+def require_instance_admin(what: str) -> Principal:
+    """The caller, if an instance admin (an admin's API key also needs a scope that reads
+    builds); else 403 saying that `what` is for admins only."""
+    principal = current_principal()
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", f"{what} is shown to instance admins only")
+    if principal.scopes is not None and not scopes_allow(principal.scopes, Action.BUILD_READ):
+        raise ApiError(403, "forbidden", why_not(principal, Action.BUILD_READ))
+    return principal
+
+
 def require(action: Action) -> Principal:
     """The caller, if they may do an instance-wide `action` (create projects, manage users)."""
     principal = current_principal()

@@ -1,5 +1,6 @@
-"""A project's build configuration as its owners change it: the build settings (checked by
-their schema) and the build variables, a secret's value encrypted before it is kept."""
+"""A project's build configuration as its owners change it: the build and scheduling settings
+(checked by their schema, the time limit against the instance's, the dependencies for
+cycles) and the build variables, a secret's value encrypted before it is kept."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import re
 from gobuild.platform.auth.permissions import Principal
 from gobuild.platform.gateway.context import GatewayContext
 from gobuild.platform.gateway.errors import ApiError
+from gobuild.platform.gateway.project_dependencies import (
+    DependencyCycle,
+    cycle_refused,
+    resolve_dependencies,
+    update_checking_cycles,
+)
 from gobuild.platform.gateway.schemas import ProjectSettingsUpdate, VariableSet, VariableView
 from gobuild.platform.records import BuildVariable, Project
 from gobuild.platform.repo_credentials import BUILD_SECRETS_PURPOSE, SecretCipher
@@ -37,12 +44,38 @@ def check_variable_name(name: str) -> str:
     return name
 
 
+def check_build_timeout(ctx: GatewayContext, seconds: int | None) -> None:
+    """422 unless the project's own time limit is within the instance's (it may only lower it)."""
+    limit = ctx.settings.build_timeout_seconds
+    if seconds is not None and seconds > limit:
+        raise ApiError(
+            422,
+            "build_timeout_seconds may only lower the instance's build time limit",
+            f"at most {limit} seconds (GOBUILD_BUILD_TIMEOUT_SECONDS); null uses that limit",
+        )
+
+
 async def update_build_settings(
-    ctx: GatewayContext, project: Project, changes: ProjectSettingsUpdate
+    ctx: GatewayContext, project: Project, changes: ProjectSettingsUpdate, principal: Principal
 ) -> Project:
-    """Apply the fields that were sent (null clears one); the project as stored."""
+    """Apply the fields that were sent (null clears one); the project as stored. New
+    dependencies are saved only if they close no cycle (422 naming it)."""
     values = {name: getattr(changes, name) for name in changes.model_fields_set}
-    updated = await ctx.projects.update(project.id, lambda p: p.model_copy(update=values))
+    check_build_timeout(ctx, values.get("build_timeout_seconds"))
+
+    def change(stored: Project) -> Project:
+        return stored.model_copy(update=values)
+
+    if "depends_on" in values:
+        values["depends_on"] = await resolve_dependencies(
+            ctx, principal, project, values["depends_on"]
+        )
+        try:
+            updated = await update_checking_cycles(ctx.redis, project.id, change)
+        except DependencyCycle as cycle:
+            raise cycle_refused(cycle, principal) from None
+    else:
+        updated = await ctx.projects.update(project.id, change)
     if updated is None:
         raise ApiError(404, "project not found", project.id)
     return updated

@@ -58,9 +58,17 @@ from gobuild.platform.retention_records import (
     RetentionPolicy,
     RetentionReport,
 )
+from gobuild.platform.stores.build_queue import Priority, QueueReason
 from gobuild.platform.stores.resource_samples import ResourceSample
 from gobuild.platform.stores.retention import REPORTS_KEPT
 
+# A builder label a project may require: `node`, or `key=value` (`arch=amd64`).
+LABEL_PATTERN = r"^[a-z0-9][a-z0-9._-]*(=[a-z0-9._-]+)?$"
+MAX_REQUIRED_LABELS = 20
+MAX_LABEL_LENGTH = 100
+MAX_DEPENDENCIES = 20
+# A project id or name (`depends_on`).
+MAX_PROJECT_REF_LENGTH = 64
 # A branch name git accepts (`git check-ref-format --branch`), kept deliberately strict.
 BRANCH_PATTERN = re.compile(
     r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)(?!.*\.lock$)[\w./@+-]{1,200}(?<![./])$"
@@ -127,6 +135,13 @@ class ProjectCreate(RequestBody):
         return check_branch(value)
 
 
+class ProjectReference(BaseModel):
+    """Another project, by id, and by name where the caller may read it."""
+
+    id: str
+    name: str | None
+
+
 class ProjectView(BaseModel):
     """A project, with the caller's role in it (none for admins who are not members)."""
 
@@ -176,6 +191,30 @@ class ProjectView(BaseModel):
     cache_size_bytes: int | None = Field(
         default=None,
         description="the bytes of every cache the project has (`GET /api/projects/{id}/caches`)",
+    )
+    auto_cancel: bool = Field(
+        default=True,
+        description="scheduling (`PATCH /api/projects/{id}`): a newer push to a branch cancels "
+        "that branch's older queued and running builds",
+    )
+    concurrency_limit: int | None = Field(
+        default=None, description="at most this many of its builds run at once (null: no limit)"
+    )
+    required_labels: list[str] = Field(
+        default_factory=list, description="labels a builder must have to build it"
+    )
+    build_timeout_seconds: int | None = Field(
+        default=None,
+        description="its own build time limit (null: GOBUILD_BUILD_TIMEOUT_SECONDS)",
+    )
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="ids of the projects it depends on: a successful production build of one "
+        "of them builds this project's production branch again",
+    )
+    dependencies: list[ProjectReference] = Field(
+        default_factory=list,
+        description="`depends_on` with names (null for a project the caller cannot read)",
     )
 
 
@@ -238,11 +277,28 @@ class LogQuery(BaseModel):
     )
 
 
+class QueueStatus(BaseModel):
+    """Where a queued build waits: its place in the instance's queue and why it waits."""
+
+    position: int = Field(description="1: the next build to start, among all waiting builds")
+    priority: Priority = Field(description="production builds and redeploys go first")
+    reason: QueueReason
+    reason_text: str = Field(description="`reason` in words")
+    queued_at: datetime
+    estimated_start: datetime | None = Field(
+        description="when a builder slot is expected to be free for it (null: cannot be told)"
+    )
+
+
 class BuildView(Build):
-    """A build, with the links to its log and artifact."""
+    """A build, with the links to its log and artifact and, while it is queued, its place in
+    the queue."""
 
     log_url: str
     artifact_url: str | None
+    queue: QueueStatus | None = Field(
+        default=None, description="while the build is `queued`: its place and why it waits"
+    )
 
 
 class BuildList(BaseModel):
@@ -267,6 +323,64 @@ class CancelAccepted(BaseModel):
     build_id: str
     state: str
     cancel_requested: bool
+
+
+# The scheduler: the queue and the builders
+
+
+class QueuedBuild(QueueStatus):
+    """A waiting build the caller may read."""
+
+    build_id: str
+    project_id: str
+    project_name: str
+    number: int | None
+    branch: str | None
+
+
+class QueueTotals(BaseModel):
+    """Counts over the whole instance (no build or project is named)."""
+
+    waiting: int = Field(description="builds waiting for a builder")
+    running: int = Field(description="builds given to a builder that have not ended")
+    slots_total: int = Field(description="build slots of the online builders")
+    slots_free: int
+
+
+class QueueList(BaseModel):
+    builds: list[QueuedBuild] = Field(
+        description="the waiting builds of projects the caller may read, the next first; "
+        "`position` is the place among all waiting builds"
+    )
+    totals: QueueTotals
+
+
+class RunningBuild(BaseModel):
+    build_id: str
+    project_id: str | None = Field(description="null where the caller may not read the build")
+    project_name: str | None
+
+
+class BuilderView(BaseModel):
+    """A builder: online while its heartbeat is current, lost for a day after it stopped."""
+
+    id: str
+    state: Literal["online", "lost"]
+    host: str | None = Field(description="null for a lost builder")
+    slots_total: int | None = Field(description="builds it runs at once (null: lost)")
+    slots_free: int | None
+    labels: list[str]
+    cpus: int | None
+    memory_bytes: int | None
+    started_at: datetime | None
+    last_seen: datetime | None = Field(description="its last heartbeat")
+    running: list[RunningBuild] = Field(
+        description="the builds given to it or running on it that have not ended"
+    )
+
+
+class BuilderList(BaseModel):
+    builders: list[BuilderView] = Field(description="online builders first, then by id")
 
 
 # Webhooks
@@ -749,10 +863,10 @@ class RetentionReportList(BaseModel):
 
 
 class ProjectSettingsUpdate(BaseModel):
-    """Build settings to change; a field left out is kept, null clears it (detection decides
-    again). The repository's gobuild.toml overrides each (`install`, `build`, `output`,
-    `image`); `root_dir` is the monorepo subfolder that is built, where gobuild.toml is read
-    and the output is found."""
+    """Build and scheduling settings to change; a field left out is kept, null clears it
+    (detection decides again). The repository's gobuild.toml overrides each build setting
+    (`install`, `build`, `output`, `image`); `root_dir` is the monorepo subfolder that is
+    built, where gobuild.toml is read and the output is found."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -781,6 +895,40 @@ class ProjectSettingsUpdate(BaseModel):
         max_length=MAX_FOLDER_LENGTH,
         description="a relative folder of the repository, without `..`",
     )
+    auto_cancel: bool = Field(
+        default=True,
+        description="a newer push to a branch cancels that branch's older queued and running "
+        "builds (not null)",
+    )
+    concurrency_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="at most this many of the project's builds run at once; null: no limit",
+    )
+    required_labels: (
+        list[Annotated[str, Field(pattern=LABEL_PATTERN, max_length=MAX_LABEL_LENGTH)]] | None
+    ) = Field(
+        default=None,
+        max_length=MAX_REQUIRED_LABELS,
+        description="labels a builder must have to build the project (`node`, `arch=amd64`); "
+        "null or `[]`: any builder",
+    )
+    build_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="the project's build time limit; it may only lower the instance's "
+        "GOBUILD_BUILD_TIMEOUT_SECONDS (else 422); null: the instance's limit",
+    )
+    depends_on: (
+        list[Annotated[str, Field(min_length=1, max_length=MAX_PROJECT_REF_LENGTH)]] | None
+    ) = Field(
+        default=None,
+        max_length=MAX_DEPENDENCIES,
+        description="ids or names of projects the caller may read: a successful production "
+        "build of one of them builds this project's production branch again. Not the project "
+        "itself, and no cycle (422 naming it); null or `[]`: none",
+    )
 
     @field_validator("install_command", "build_command")
     @classmethod
@@ -796,6 +944,12 @@ class ProjectSettingsUpdate(BaseModel):
     @classmethod
     def _image(cls, value: str | None) -> str | None:
         return None if value is None else check_image_reference(value)
+
+    @field_validator("required_labels", "depends_on")
+    @classmethod
+    def _distinct_values(cls, value: list[str] | None) -> list[str]:
+        """Null clears the list; a value named twice counts once (the first place kept)."""
+        return list(dict.fromkeys(value or []))
 
 
 MAX_VARIABLE_BYTES = 32 * 1024

@@ -56,6 +56,16 @@ STEP_ICONS = {
     "cancelled": ("block", "orange-8"),
 }
 MIB = 1024 * 1024
+# How often a queued build's place in the queue is read again.
+QUEUE_POLL_SECONDS = 5.0
+
+
+def queue_text(queue: dict[str, Any]) -> str:
+    """`Queued — position 2: every builder slot is busy (estimated start ...)`."""
+    text = f"Queued — position {queue.get('position', '?')}: {queue.get('reason_text', '')}"
+    if queue.get("estimated_start"):
+        text += f" (estimated start {format_time(queue['estimated_start'])})"
+    return text
 
 
 class BuildView:
@@ -110,6 +120,7 @@ class BuildView:
         self.resources_card()
         self.log_card()
         ui.timer(1.0, self._tick)
+        ui.timer(QUEUE_POLL_SECONDS, self._poll_queue)
 
     def header(self) -> None:
         with ui.card().classes("w-full").props("data-testid=build-header"):
@@ -161,6 +172,10 @@ class BuildView:
                 ).props("data-testid=commit-message")
                 if build.get("author"):
                     ui.label(f"by {build['author']}").classes("text-grey-7")
+            if build["state"] == "queued" and build.get("queue"):
+                ui.label(queue_text(build["queue"])).classes("text-grey-9").props(
+                    "data-testid=build-queue"
+                )
             if build.get("reason") and build["state"] in FINISHED_STATES - {"succeeded"}:
                 ui.label(build["reason"]).classes("text-negative").props("data-testid=build-reason")
             with ui.grid(columns=4).classes("w-full gap-x-6 gap-y-1 text-sm"):
@@ -576,6 +591,11 @@ class BuildView:
         if peak is None:
             return "—"
         return format_bytes(peak) + (f" of {format_bytes(limit)}" if limit else "")
+
+    async def _poll_queue(self) -> None:
+        """A queued build's place changes without an event: read the record again."""
+        if self.build["state"] == "queued":
+            await self._reload_record(None)
 
     def _tick(self) -> None:
         if self.build["state"] in ("running", "dispatched"):

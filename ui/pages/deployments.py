@@ -1,6 +1,6 @@
 """A project's deployments: the production alias and the deployment it serves (and whether it is
-pinned there, said plainly), the history of deployments, and per deployment promote / instant
-rollback and redeploy, for the roles that may."""
+pinned there, said plainly), the project's scheduling settings, the history of deployments, and
+per deployment promote / instant rollback and redeploy, for the roles that may."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from gobuild.ui.pages.frame import (
     run_action,
     to_sign_in,
 )
+from gobuild.ui.pages.project_scheduling import scheduling_card
 from gobuild.ui.user_session import SignInRequired
 
 RELOAD_DELAY_SECONDS = 0.5
@@ -44,6 +45,7 @@ def register(dashboard: Dashboard) -> None:
             project = await session.get(f"/api/projects/{project_id}")
             listing = await session.get(f"/api/projects/{project_id}/deployments")
             allowed = await allowed_in_project(session, project["id"])
+            readable = (await session.get("/api/projects"))["projects"]
         except SignInRequired:
             return to_sign_in(request)
         except ApiCallError as exc:
@@ -211,6 +213,7 @@ def register(dashboard: Dashboard) -> None:
                 ui.link("Builds", f"/builds?project={project['id']}")
                 ui.link("Analytics", f"/projects/{project['id']}/analytics")
             production_card()
+            scheduling_card(session, project, readable, Action.PROJECT_UPDATE in allowed)
             ui.label("Deployments").classes("text-lg font-bold")
             with ui.column().classes("w-full gap-2"):
                 history()

@@ -12,7 +12,14 @@ from gobuild.platform.gateway.authorization import current_principal, require_in
 from gobuild.platform.gateway.context import GatewayContext, gateway
 from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.gateway.openapi import document_errors, document_raw_response
-from gobuild.platform.gateway.schemas import BuildResources, BuildView, CancelAccepted, LogQuery
+from gobuild.platform.gateway.queue_status import queue_status
+from gobuild.platform.gateway.schemas import (
+    BuildResources,
+    BuildView,
+    CancelAccepted,
+    LogQuery,
+    QueueStatus,
+)
 from gobuild.platform.gateway.storage_proxy import open_storage_stream, relay_response
 from gobuild.platform.records import Build
 from gobuild.platform.repo_url import redact_url
@@ -23,7 +30,8 @@ blueprint = Blueprint("builds", __name__, url_prefix="/api/builds")
 tag_blueprint(blueprint, ["builds"])
 
 
-def build_view(ctx: GatewayContext, build: Build) -> BuildView:
+def build_view(ctx: GatewayContext, build: Build, queue: QueueStatus | None = None) -> BuildView:
+    """The build as the API shows it; `queue`: its place in the queue while it is queued."""
     base = f"{ctx.settings.gateway_public_url}/api/builds/{build.id}"
     # Builds recorded before credentials were split off projects still carry them.
     shown = {**build.model_dump(), "repo_url": redact_url(build.repo_url)}
@@ -31,6 +39,7 @@ def build_view(ctx: GatewayContext, build: Build) -> BuildView:
         **shown,
         log_url=f"{base}/logs",
         artifact_url=f"{base}/artifact" if build.artifact else None,
+        queue=queue,
     )
 
 
@@ -50,9 +59,11 @@ async def find_build(
 @blueprint.get("/<build_id>")
 @validate_response(BuildView)
 async def get_build(build_id: str) -> ResponseReturnValue:
-    """A build: state, step, timing, commit, artifact and deployment."""
+    """A build: state, step, timing, commit, artifact and deployment; while it is queued, its
+    place in the queue, why it waits and when it is expected to start (`queue`)."""
     ctx = gateway()
-    return build_view(ctx, await find_build(ctx, build_id))
+    build = await find_build(ctx, build_id)
+    return build_view(ctx, build, await queue_status(ctx, build))
 
 
 async def resources_response(ctx: GatewayContext, build: Build) -> BuildResources:

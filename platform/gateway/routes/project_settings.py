@@ -1,4 +1,4 @@
-"""A project's build settings (`PATCH /api/projects/{id}`) and build variables
+"""A project's build and scheduling settings (`PATCH /api/projects/{id}`) and build variables
 (`/api/projects/{id}/env/{name}`): owners change them, maintainers may read the variables,
 nobody reads a secret's value."""
 
@@ -18,7 +18,7 @@ from gobuild.platform.gateway.build_configuration import (
 from gobuild.platform.gateway.context import gateway
 from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.gateway.openapi import document_errors, document_raw_response
-from gobuild.platform.gateway.routes.projects import find_project, project_view
+from gobuild.platform.gateway.routes.projects import find_project, shown_project
 from gobuild.platform.gateway.schemas import (
     ProjectSettingsUpdate,
     ProjectView,
@@ -37,19 +37,15 @@ tag_blueprint(blueprint, ["projects"])
 @validate_response(ProjectView)
 async def update_settings(project_ref: str, data: ProjectSettingsUpdate) -> ResponseReturnValue:
     """Change the project's build settings: `install_command`, `build_command`, `output_dir`,
-    `image` and `root_dir` (a monorepo subfolder). The repository's gobuild.toml overrides
-    each; a field left out is kept, null clears it. Applies to the next build."""
+    `image` and `root_dir` (a monorepo subfolder), which the repository's gobuild.toml
+    overrides; and its scheduling: `auto_cancel`, `concurrency_limit`, `required_labels`,
+    `build_timeout_seconds` (only lower than the instance's) and `depends_on` (projects the
+    caller may read, by id or name; a cycle is refused naming it). A field left out is kept,
+    null clears it. Applies to the next build."""
     ctx = gateway()
     project = await find_project(ctx, project_ref, Action.PROJECT_UPDATE)
-    updated = await update_build_settings(ctx, project, data)
-    alias = await ctx.deployments.production_alias(project.id)
-    return project_view(
-        ctx,
-        updated,
-        current_principal(),
-        alias.deployment_id if alias else None,
-        production_pinned=bool(alias and alias.pinned),
-    )
+    updated = await update_build_settings(ctx, project, data, current_principal())
+    return await shown_project(ctx, updated)
 
 
 @blueprint.get("/env")

@@ -4,6 +4,7 @@ rotate the webhook secret."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 
 from quart import Blueprint
 from quart.typing import ResponseReturnValue
@@ -22,6 +23,8 @@ from gobuild.platform.gateway.errors import ApiError
 from gobuild.platform.gateway.host_names import reserved_project_names
 from gobuild.platform.gateway.openapi import document_errors
 from gobuild.platform.gateway.project_caches import cache_summary
+from gobuild.platform.gateway.project_names import readable_names
+from gobuild.platform.gateway.queue_status import queue_statuses
 from gobuild.platform.gateway.repo_sources import admit_repository
 from gobuild.platform.gateway.routes.builds import build_view
 from gobuild.platform.gateway.schemas import (
@@ -32,6 +35,7 @@ from gobuild.platform.gateway.schemas import (
     ProjectCreate,
     ProjectCreated,
     ProjectList,
+    ProjectReference,
     ProjectView,
     WebhookSecretRotated,
 )
@@ -49,9 +53,13 @@ def project_view(
     principal: Principal,
     production_deployment_id: str | None = None,
     production_pinned: bool = False,
+    dependency_names: Mapping[str, str] | None = None,
 ) -> ProjectView:
+    """The project as the API shows it; `dependency_names`: the names of the projects it
+    depends on that the caller may read."""
     base = ctx.settings.gateway_public_url
     provider = "gitlab" if project.provider == "gitlab" else "github"
+    names = dependency_names or {}
     return ProjectView(
         **project.public(),
         production_url=ctx.settings.deployment_url(project.name),
@@ -59,6 +67,21 @@ def project_view(
         production_deployment_id=production_deployment_id,
         production_pinned=production_pinned,
         role=principal.project_roles.get(project.id),
+        dependencies=[ProjectReference(id=i, name=names.get(i)) for i in project.depends_on],
+    )
+
+
+async def shown_project(ctx: GatewayContext, project: Project) -> ProjectView:
+    """One project with its production alias and the names of its dependencies."""
+    principal = current_principal()
+    alias = await ctx.deployments.production_alias(project.id)
+    return project_view(
+        ctx,
+        project,
+        principal,
+        alias.deployment_id if alias else None,
+        production_pinned=bool(alias and alias.pinned),
+        dependency_names=await readable_names(ctx, principal, project.depends_on),
     )
 
 
@@ -135,7 +158,10 @@ async def list_projects() -> ResponseReturnValue:
     projects = [
         p for p in await ctx.projects.list() if is_allowed(principal, Action.PROJECT_READ, p.id)
     ]
-    return ProjectList(projects=[project_view(ctx, p, principal) for p in projects])
+    names = {p.id: p.name for p in projects}
+    return ProjectList(
+        projects=[project_view(ctx, p, principal, dependency_names=names) for p in projects]
+    )
 
 
 @blueprint.get("/<project_ref>")
@@ -145,15 +171,8 @@ async def get_project(project_ref: str) -> ResponseReturnValue:
     production alias is pinned to it, its cache hit rate and the size of its caches."""
     ctx = gateway()
     project = await find_project(ctx, project_ref)
-    alias = await ctx.deployments.production_alias(project.id)
     caches = await cache_summary(ctx, project.id)
-    view = project_view(
-        ctx,
-        project,
-        current_principal(),
-        alias.deployment_id if alias else None,
-        production_pinned=bool(alias and alias.pinned),
-    )
+    view = await shown_project(ctx, project)
     return view.model_copy(
         update={"cache_hit_rate": caches.hit_rate, "cache_size_bytes": caches.total_bytes}
     )
@@ -163,11 +182,12 @@ async def get_project(project_ref: str) -> ResponseReturnValue:
 @validate_querystring(BuildListQuery)
 @validate_response(BuildList)
 async def list_builds(project_ref: str, query_args: BuildListQuery) -> ResponseReturnValue:
-    """The project's builds, newest first."""
+    """The project's builds, newest first (a queued one with its place in the queue)."""
     ctx = gateway()
     project = await find_project(ctx, project_ref, Action.BUILD_READ)
     builds = await ctx.builds.list_for_project(project.id, query_args.limit)
-    return BuildList(builds=[build_view(ctx, b) for b in builds])
+    queue = await queue_statuses(ctx, builds)
+    return BuildList(builds=[build_view(ctx, b, queue.get(b.id)) for b in builds])
 
 
 @blueprint.post("/<project_ref>/builds")
