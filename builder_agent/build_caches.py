@@ -27,6 +27,7 @@ import docker
 from redis.exceptions import RedisError
 
 from gobuild.builder_agent.build_run import BuildRun
+from gobuild.builder_agent.ca_trust import NO_EXTRA_TRUST, BuildCaTrust
 from gobuild.builder_agent.cache_archive import (
     CacheArchiveError,
     pack_folders,
@@ -68,11 +69,12 @@ class BuildCaches:
         storage: StorageClient,
         index: CacheIndex,
         docker_client: docker.DockerClient,
+        ca_trust: BuildCaTrust = NO_EXTRA_TRUST,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.index = index
-        self.layers = LayerCache(settings, docker_client, index)
+        self.layers = LayerCache(settings, docker_client, index, ca_trust)
 
     def for_run(
         self, run: BuildRun, root_dir: str, image: str, folders: tuple[str, ...]

@@ -5,6 +5,8 @@ for the Docker engine, as the workspaces are): the host's system bundle plus the
 the extra PEM alone. Every container gets both read-only, with the variables OpenSSL (Python),
 curl, pip, requests, git and node read pointing at them. The image's own system bundle
 cannot be read from the host without running the image, so the host's stands in for it.
+A repository's Dockerfile gets the same files and variables in its RUN instructions
+(`layer_cache.trusting_dockerfile`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,14 @@ copies, others pulled fresh. RUN instructions use the build network (never the h
 the build's memory limit, and no cache of an earlier build (`nocache`): what is cached is the
 finished image, which only this project's builds run, by id. Images no build recorded, or
 beyond GOBUILD_LAYER_CACHE_MAX_BYTES (least recently used first), are removed.
+
+With extra CA trust (GOBUILD_BUILD_CA_BUNDLE), RUN instructions get it as build steps do (`npm
+ci` behind a TLS-inspecting proxy). The engine's builder (the classic one: the API offers
+BuildKit's secret mounts only through a client session) mounts nothing into RUN, so the
+Dockerfile Docker is given starts each stage with the CA files copied from a small local image
+(`COPY --from`: no file is added to the build context) and ARGs pointing the tools at them;
+unlike ENV, ARGs are not kept in the image. Steps mount the same files at the same paths, so
+the image means what it meant.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -22,7 +31,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -32,6 +41,7 @@ import docker.errors
 from docker.models.images import Image
 
 from gobuild.builder_agent.build_run import BuildRun
+from gobuild.builder_agent.ca_trust import NO_EXTRA_TRUST, BuildCaTrust
 from gobuild.builder_agent.cache_archive import contained_folder, size_text
 from gobuild.builder_agent.container import ContainerError, ensure_image, image_source
 from gobuild.platform.cache_records import CacheEntry
@@ -48,7 +58,13 @@ LABEL_LAYER_KEY = "gobuild.layer-cache.key"
 MAX_DOCKERFILE_BYTES = 256 * 1024
 MAX_CONTEXT_BYTES = 256 * 1024 * 1024
 MAX_CONTEXT_FILES = 20_000
+# The image of the builder's extra CA files, which Dockerfile builds copy them from.
+CA_TRUST_REPOSITORY = "gobuild/build-ca"
+LABEL_CA_TRUST = "gobuild.build-ca"
 _FROM = re.compile(r"^\s*FROM\s+(.*)$", re.IGNORECASE)
+_FROM_START = re.compile(r"^\s*FROM(\s|$)", re.IGNORECASE)
+_ESCAPE_DIRECTIVE = re.compile(r"^#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
+_DIRECTIVE = re.compile(r"^#\s*[a-zA-Z]+\s*=")
 _DOCKER_SECONDS = 60.0
 
 
@@ -92,6 +108,46 @@ def base_images(dockerfile: str) -> list[str]:
     return images
 
 
+def _escape_character(dockerfile: str) -> str:
+    """The line continuation character: `\\`, or what an `# escape=` parser directive says."""
+    for line in dockerfile.splitlines():
+        match = _ESCAPE_DIRECTIVE.match(line.strip())
+        if match:
+            return match.group(1)
+        if not _DIRECTIVE.match(line.strip()):
+            break  # directives come first, before any comment, blank line or instruction
+    return "\\"
+
+
+def trusting_dockerfile(dockerfile: str, ca_image: str, trust: BuildCaTrust) -> str:
+    """`dockerfile` with, after each FROM (but `FROM scratch`), the extra CA files copied from
+    `ca_image` to where steps mount them and an ARG for each variable of `trust.env`."""
+    folders = sorted({str(PurePosixPath(inside).parent) for inside in trust.mounts.values()})
+    added = [f"COPY --from={ca_image} {folder}/ {folder}/" for folder in folders]
+    added += [f"ARG {name}={value}" for name, value in sorted(trust.env.items())]
+    escape = _escape_character(dockerfile)
+    result: list[str] = []
+    from_words: list[str] | None = None  # the words of the FROM instruction being read
+    continued = False  # the instruction goes on on the next line
+    for line in dockerfile.splitlines():
+        result.append(line)
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue  # blank lines and comments, also inside an instruction
+        if not continued:
+            from_words = [] if _FROM_START.match(stripped) else None
+        continued = stripped.endswith(escape)
+        if from_words is None:
+            continue
+        from_words.extend(stripped.removesuffix(escape).split() if continued else stripped.split())
+        if not continued:
+            image = [word for word in from_words[1:] if not word.startswith("--")]
+            if image and image[0].lower() != "scratch":
+                result.extend(added)
+            from_words = None
+    return "\n".join(result) + "\n"
+
+
 def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
@@ -100,9 +156,11 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def pack_context(folder: Path, archive: Path) -> str:
+def pack_context(folder: Path, archive: Path, replaced: Mapping[str, bytes] | None = None) -> str:
     """Write the folder as a build context (tar, fixed owners and times, links as links, no
-    `.git`) to `archive` (blocking); its sha256."""
+    `.git`) to `archive` (blocking), the files named in `replaced` (relative paths) with the
+    content given there instead of their own; its sha256."""
+    replaced = replaced or {}
     files = size = 0
     with tarfile.open(archive, mode="w") as tar:
         for current, dirs, names in os.walk(folder, followlinks=False):
@@ -124,7 +182,10 @@ def pack_context(folder: Path, archive: Path) -> str:
                 info = _normalized(
                     tar.gettarinfo(str(path), arcname=path.relative_to(folder).as_posix())
                 )
-                if info.isfile():
+                if info.isfile() and info.name in replaced:
+                    info.size = len(replaced[info.name])
+                    tar.addfile(info, io.BytesIO(replaced[info.name]))
+                elif info.isfile():
                     with path.open("rb") as content:
                         tar.addfile(info, content)
                 else:
@@ -158,10 +219,18 @@ def _read_dockerfile(root: Path, relative: str) -> tuple[Path, str]:
 class LayerCache:
     """Builds and reuses images from repositories' Dockerfiles on this builder's engine."""
 
-    def __init__(self, settings: Settings, client: docker.DockerClient, index: CacheIndex) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: docker.DockerClient,
+        index: CacheIndex,
+        ca_trust: BuildCaTrust = NO_EXTRA_TRUST,
+    ) -> None:
         self.settings = settings
         self.docker = client
         self.index = index
+        self.ca_trust = ca_trust
+        self._ca_image_lock = asyncio.Lock()
         # One build of an image at a time on this builder; another build of it waits and reuses.
         self._building: dict[str, asyncio.Lock] = {}
 
@@ -183,12 +252,19 @@ class LayerCache:
             ):
                 await self._ensure_base(base, logs.system)
                 base_ids.append(await self._call(lambda base=base: self.docker.images.get(base).id))
+        name = PurePosixPath(dockerfile).name
+        replaced: dict[str, bytes] = {}
+        if self.ca_trust.extra_certificates:
+            ca_image = await self._ca_image()
+            replaced[name] = trusting_dockerfile(text, ca_image, self.ca_trust).encode()
+            await logs.system(
+                f"{dockerfile}: RUN instructions trust the builder's extra CA certificates "
+                "(GOBUILD_BUILD_CA_BUNDLE)"
+            )
         context = run.archive.with_name(f"{run.archive.name}.context.tar")
         try:
-            digest = await asyncio.to_thread(pack_context, folder, context)
-            key = hashlib.sha256(
-                "\n".join([digest, PurePosixPath(dockerfile).name, *base_ids]).encode()
-            ).hexdigest()[:40]
+            digest = await asyncio.to_thread(pack_context, folder, context, replaced)
+            key = hashlib.sha256("\n".join([digest, name, *base_ids]).encode()).hexdigest()[:40]
             tag = f"{LAYER_REPOSITORY}:{request.project_id}-{key}"
             lock = self._building.setdefault(tag, asyncio.Lock())
             async with lock:
@@ -211,9 +287,7 @@ class LayerCache:
                 for base in bases:
                     await self._ensure_base(base, logs.system)
                 build_started = time.monotonic()
-                image_id, size = await self._build(
-                    run, context, PurePosixPath(dockerfile).name, tag, key, memory_mb
-                )
+                image_id, size = await self._build(run, context, name, tag, key, memory_mb)
         finally:
             context.unlink(missing_ok=True)
         build_seconds = round(time.monotonic() - build_started, 3)
@@ -238,6 +312,57 @@ class LayerCache:
             kind="layer", key=key, result="miss", size_bytes=size, save_seconds=build_seconds
         )
         return LayerImage(image_id, tag, use)
+
+    async def _ca_image(self) -> str:
+        """The tag of the image holding the extra CA files where steps mount them, built on
+        this engine when it is not there (a changed bundle is another tag)."""
+
+        def ensure() -> str:
+            files = {
+                inside.lstrip("/"): Path(host).read_bytes()
+                for host, inside in self.ca_trust.mounts.items()
+            }
+            hasher = hashlib.sha256()
+            for inside, data in sorted(files.items()):
+                hasher.update(f"{inside}\n{len(data)}\n".encode() + data)
+            digest = hasher.hexdigest()
+            tag = f"{CA_TRUST_REPOSITORY}:{digest[:24]}"
+            try:
+                self.docker.images.get(tag)
+                return tag
+            except docker.errors.ImageNotFound:
+                pass
+            files["Dockerfile"] = b"FROM scratch\nCOPY etc/ /etc/\n"
+            packed = io.BytesIO()
+            with tarfile.open(fileobj=packed, mode="w") as tar:
+                for inside, data in sorted(files.items()):
+                    info = tarfile.TarInfo(inside)
+                    info.size, info.mode = len(data), 0o644
+                    tar.addfile(info, io.BytesIO(data))
+            packed.seek(0)
+            for event in self.docker.api.build(
+                fileobj=packed,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                labels={LABEL_CA_TRUST: digest},
+                decode=True,
+            ):
+                error = event.get("error") or (event.get("errorDetail") or {}).get("message")
+                if error:
+                    raise LayerCacheError(f"the image of the extra CA certificates: {error}")
+            return tag
+
+        async with self._ca_image_lock:
+            try:
+                return await self._call(ensure)
+            except (docker.errors.APIError, OSError) as exc:
+                detail = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
+                raise LayerCacheError(
+                    f"the image of the extra CA certificates: {detail or exc}"
+                ) from None
 
     async def _ensure_base(self, image: str, say: Callable[[str], Awaitable[None]]) -> None:
         settings = self.settings

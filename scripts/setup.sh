@@ -53,8 +53,18 @@ fi
 
 # 4. The build image: Debian bookworm with bash, git, python3 (with venv), nodejs and npm.
 # No image registry is reachable here, so it is made from debootstrap and `docker import`.
-if ! docker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
-  log "building $BUILD_IMAGE with debootstrap (a few minutes, once)"
+# Its label says which contents it has: bump BUILD_IMAGE_VERSION when they change, and a machine
+# whose image is older (or has no label: made before there was one) gets it rebuilt.
+BUILD_IMAGE_VERSION=2
+IMAGE_LABEL=org.gobuild.build-base.version
+image_version=$(docker image inspect --format "{{ index .Config.Labels \"$IMAGE_LABEL\" }}" \
+  "$BUILD_IMAGE" 2>/dev/null || echo missing)
+if [ "$image_version" != "$BUILD_IMAGE_VERSION" ]; then
+  if [ "$image_version" = missing ]; then
+    log "building $BUILD_IMAGE with debootstrap (a few minutes, once)"
+  else
+    log "rebuilding $BUILD_IMAGE: it is version '${image_version:-none}', setup makes $BUILD_IMAGE_VERSION"
+  fi
   rootfs=$(mktemp -d /tmp/gobuild-rootfs.XXXXXX)
   trap 'as_root rm -rf "$rootfs"' EXIT
   as_root debootstrap --variant=minbase bookworm "$rootfs" \
@@ -75,7 +85,8 @@ if ! docker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
   as_root rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
   as_root tar -C "$rootfs" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["bash"]' - "$BUILD_IMAGE" >/dev/null
+    --change 'CMD ["bash"]' --change "LABEL $IMAGE_LABEL=$BUILD_IMAGE_VERSION" \
+    - "$BUILD_IMAGE" >/dev/null
   log "built $BUILD_IMAGE"
 fi
 log "ready"

@@ -3,6 +3,7 @@ certificate a test CA signed only when the bundle is set."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import http.server
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
+import redis.asyncio as aioredis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,8 +37,16 @@ from gobuild.builder_agent.container import (
     hand_workspace_to,
     run_step,
 )
+from gobuild.builder_agent.layer_cache import (
+    CA_TRUST_REPOSITORY,
+    LABEL_LAYER_PROJECT,
+    LayerCache,
+    LayerCacheError,
+)
 from gobuild.platform.config import Settings
 from gobuild.platform.devstack import free_port
+from gobuild.platform.stores.caches import CacheIndex
+from tests.builder_agent.test_layer_cache import make_run
 from tests.conftest import BUILD_IMAGE, GitRepo, git
 
 BUILD_NETWORK = "gobuild-builds"
@@ -294,3 +305,64 @@ def test_a_bundle_without_certificates_is_refused_and_none_means_no_extra_trust(
         prepare_ca_trust(make_settings(build_ca_bundle=tmp_path / "missing.pem"))
     trust = prepare_ca_trust(make_settings(build_ca_bundle=None))
     assert not trust.mounts and not trust.env
+
+
+PYTHON_FETCH = "import urllib.request; print(urllib.request.urlopen('{url}').read().decode())"
+NODE_FETCH = (
+    "require('https').get('{url}', r => r.pipe(process.stdout))"
+    ".on('error', e => {{ console.error(e.message); process.exit(1); }})"
+)
+FETCH_IN_DOCKERFILE = f"""\
+FROM {{image}}
+RUN python3 -c "{PYTHON_FETCH}" > /opt/by-python.txt
+RUN node -e "{NODE_FETCH}" > /opt/by-node.txt
+"""
+
+
+async def test_a_dockerfiles_run_instructions_trust_the_ca_bundle_without_it_staying_in_the_image(
+    docker_client: docker.DockerClient,
+    https_server: tuple[IssuedByTestCa, str],
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+) -> None:
+    """`RUN pip install`/`npm ci` in a repository's Dockerfile reach the registry through a
+    TLS-inspecting proxy: RUN gets the trust steps get, and the image keeps no variable of it."""
+    ca, url = https_server
+    bundle = tmp_path / "extra-ca.pem"
+    bundle.write_bytes(ca.ca_pem)
+    source = tmp_path / "workspace"
+    source.mkdir()
+    (source / "Dockerfile").write_text(FETCH_IN_DOCKERFILE.format(image=BUILD_IMAGE, url=url))
+    project_id = f"p_ca{uuid.uuid4().hex[:8]}"
+    ca_images_before = {image.id for image in docker_client.images.list(CA_TRUST_REPOSITORY)}
+
+    def layers(settings: Settings) -> LayerCache:
+        return LayerCache(settings, docker_client, CacheIndex(redis), prepare_ca_trust(settings))
+
+    try:
+        trusted = await layers(
+            make_settings(build_ca_bundle=bundle, build_network=BUILD_NETWORK)
+        ).image_for(make_run(tmp_path, project_id, 1), source, "Dockerfile", 256)
+        for fetched in ("/opt/by-python.txt", "/opt/by-node.txt"):
+            output = docker_client.containers.run(trusted.image_id, f"cat {fetched}", remove=True)
+            assert output.strip() == b"hello over test TLS"
+        env = docker_client.images.get(trusted.image_id).attrs["Config"]["Env"] or []
+        assert not [item for item in env if item.startswith(("SSL_CERT_FILE=", "NODE_EXTRA"))]
+
+        untrusted = make_run(tmp_path, project_id, 2)
+        with pytest.raises(LayerCacheError, match="returned a non-zero code"):
+            await layers(
+                make_settings(build_ca_bundle=None, build_network=BUILD_NETWORK)
+            ).image_for(untrusted, source, "Dockerfile", 256)
+        lines = untrusted.logs.lines  # type: ignore[attr-defined]
+        assert any("CERTIFICATE_VERIFY_FAILED" in line for line in lines), lines
+    finally:
+        labelled = {"label": f"{LABEL_LAYER_PROJECT}={project_id}"}
+        for image in docker_client.images.list(filters=labelled):
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(image.id, force=True)
+        for image in docker_client.images.list(CA_TRUST_REPOSITORY):
+            if image.id not in ca_images_before:  # the test CA's
+                with contextlib.suppress(docker.errors.APIError):
+                    docker_client.images.remove(image.id, force=True)

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gobuild.builder_agent.build_run import BuildRun
+from gobuild.builder_agent.ca_trust import BuildCaTrust
 from gobuild.builder_agent.container import image_source
 from gobuild.builder_agent.layer_cache import (
     LABEL_LAYER_PROJECT,
@@ -23,6 +24,7 @@ from gobuild.builder_agent.layer_cache import (
     LayerCache,
     LayerCacheError,
     base_images,
+    trusting_dockerfile,
 )
 from gobuild.platform.config import Settings
 from gobuild.platform.events import BuildConfig, BuildRequested
@@ -183,3 +185,39 @@ def test_a_repository_naming_a_layer_image_never_gets_the_local_copy(
     trusted = make_settings().trusted_build_images
     image = f"{LAYER_REPOSITORY}:p_other-0123456789abcdef"
     assert image_source(image, pull_policy="missing", trusted=trusted) == "registry"
+
+
+def test_every_stage_but_scratch_gets_the_ca_files_and_variables_after_its_from() -> None:
+    trust = BuildCaTrust(
+        mounts={"/data/build-ca/ca-bundle.crt": "/etc/gobuild/ca/ca-bundle.crt"},
+        env={"SSL_CERT_FILE": "/etc/gobuild/ca/ca-bundle.crt"},
+        extra_certificates=1,
+    )
+    added = (
+        "COPY --from=ca:1 /etc/gobuild/ca/ /etc/gobuild/ca/\n"
+        "ARG SSL_CERT_FILE=/etc/gobuild/ca/ca-bundle.crt"
+    )
+    text = (
+        "# syntax=docker/dockerfile:1\n"
+        "FROM --platform=linux/amd64 \\\n"
+        "  # a comment inside the instruction\n"
+        "  node:22 AS deps\n"
+        "RUN echo \\\n  FROM not-an-instruction\n"
+        "FROM scratch AS empty\n"
+        "from python:3.12-slim\n"
+        "RUN pip install -r requirements.txt\n"
+    )
+    assert trusting_dockerfile(text, "ca:1", trust) == (
+        "# syntax=docker/dockerfile:1\n"
+        "FROM --platform=linux/amd64 \\\n"
+        "  # a comment inside the instruction\n"
+        f"  node:22 AS deps\n{added}\n"
+        "RUN echo \\\n  FROM not-an-instruction\n"
+        "FROM scratch AS empty\n"
+        f"from python:3.12-slim\n{added}\n"
+        "RUN pip install -r requirements.txt\n"
+    )
+    escaped = "# escape=`\nFROM node:22 `\n  AS deps\nRUN dir c:\\\nFROM deps\n"
+    assert trusting_dockerfile(escaped, "ca:1", trust) == (
+        f"# escape=`\nFROM node:22 `\n  AS deps\n{added}\nRUN dir c:\\\nFROM deps\n{added}\n"
+    )
