@@ -274,7 +274,11 @@ async def run_dev(settings: Settings) -> int:
         if "build_ca_bundle" not in settings.model_fields_set and HOST_CA_BUNDLE.is_file():
             # Builds trust what this machine trusts (a TLS-inspecting proxy's CA, say).
             env["GOBUILD_BUILD_CA_BUNDLE"] = str(HOST_CA_BUNDLE)
-        services = [ServiceProcess(name, module, env) for name, module in SERVICES]
+        services = [
+            ServiceProcess(name, module, env)
+            for name, module in SERVICES
+            if name != "builder" or settings.dev_builder
+        ]
         supervisors: list[asyncio.Task[None]] = []
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

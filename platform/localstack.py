@@ -1,6 +1,7 @@
 """A whole GoBuild on this machine, started the way a user starts it (`gobuild dev`) on free
-ports, and local git repositories to push to: what the end-to-end tests and the benchmarks
-drive. Nothing here runs in a deployed installation."""
+ports, builder agents started beside it (for a fleet of several), and local git repositories
+to push to: what the end-to-end tests and the benchmarks drive. Nothing here runs in a
+deployed installation."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -108,6 +110,39 @@ def _poll_until(
 
 
 @dataclass
+class BuilderAgent:
+    """A builder agent started beside `gobuild dev` as a process of its own
+    (`python -m gobuild.builder_agent`), with its own id, slots and labels."""
+
+    builder_id: str
+    process: subprocess.Popen[bytes]
+    output: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no heartbeat removed, its builds abandoned mid-step."""
+        if self.alive:
+            self.process.kill()
+        self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, as an operator stops it; SIGKILL if it has not exited after `timeout`."""
+        if self.alive:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
 class Stack:
     """A running `gobuild dev` and a client for its gateway (signed in as the admin)."""
 
@@ -118,6 +153,8 @@ class Stack:
     push_payload: dict[str, Any] = field(default_factory=github_push_payload)
     # The GOBUILD_* variables it was started with (its ports, the broker's address, ...).
     env: dict[str, str] = field(default_factory=dict)
+    # Builder agents started with `start_builder`, running or not; `stop` stops them too.
+    agents: list[BuilderAgent] = field(default_factory=list)
     http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -197,7 +234,154 @@ class Stack:
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.output.read_text(errors="replace").splitlines()[-lines:])
 
+    # The processes of `gobuild dev` ---------------------------------------------------------
+
+    def child_pids(self) -> list[int]:
+        """The processes `gobuild dev` runs: its services, broker and Redis server."""
+        pids: list[int] = []
+        for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
+            try:
+                pids += [int(pid) for pid in children.read_text().split()]
+            except OSError:
+                continue
+        return pids
+
+    def child_pid(self, *needles: str) -> int:
+        """The pid of the child of `gobuild dev` whose command line contains every needle."""
+        for pid in self.child_pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if all(needle.encode() in cmdline for needle in needles):
+                return pid
+        raise AssertionError(f"no child of gobuild dev runs {needles}\n{self.tail()}")
+
+    def service_env(self) -> dict[str, str]:
+        """The environment `gobuild dev` gives its services (the Redis URL with its password,
+        the internal token, ...), read from its orchestrator process."""
+        pid = self.child_pid("gobuild.platform.orchestrator")
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+        pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+        return {key.decode(): value.decode(errors="replace") for key, value in pairs}
+
+    # Builder agents of its own --------------------------------------------------------------
+
+    def start_builder(
+        self,
+        builder_id: str,
+        *,
+        concurrency: int = 1,
+        labels: tuple[str, ...] = (),
+        wait: bool = True,
+        **env_overrides: str,
+    ) -> BuilderAgent:
+        """Start `python -m gobuild.builder_agent` with the services' environment and this id,
+        number of slots and labels; with `wait`, returns once it is ready (`wait_for_builder`).
+        """
+        env = {
+            **self.service_env(),
+            "GOBUILD_BUILDER_ID": builder_id,
+            "GOBUILD_BUILDER_CONCURRENCY": str(concurrency),
+            "GOBUILD_BUILDER_LABELS": ",".join(labels),
+            **env_overrides,
+        }
+        output = self.data_dir / f"builder-{builder_id}.out"
+        with output.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gobuild.builder_agent"],
+                cwd=self.data_dir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        agent = BuilderAgent(builder_id, process, output)
+        self.agents.append(agent)
+        if wait:
+            self.wait_for_builder(agent)
+        return agent
+
+    def wait_for_builder(self, agent: BuilderAgent, timeout: float = 60.0) -> None:
+        """Until the agent logged that it started and, where the gateway lists builders,
+        `GET /api/builders` shows it online; stops it and raises if it does not get there."""
+
+        def ready() -> bool:
+            if not agent.alive:
+                raise RuntimeError(f"builder {agent.builder_id} exited:\n{agent.tail()}")
+            started = f"builder {agent.builder_id} started"
+            if started not in agent.output.read_text(errors="replace"):
+                return False
+            return self.builder_online(agent.builder_id) is not False
+
+        try:
+            _poll_until(ready, timeout=timeout, interval=0.2, failure="not ready")
+        except AssertionError:
+            agent.stop()
+            raise RuntimeError(
+                f"builder {agent.builder_id} not ready in {timeout}s:\n{agent.tail()}"
+            ) from None
+
+    def builders(self) -> list[dict[str, Any]] | None:
+        """`GET /api/builders` (online and lost builders); None if the gateway has no such
+        route."""
+        response = self.http.get("/api/builders")
+        if response.status_code in (404, 405):
+            return None
+        response.raise_for_status()
+        return list(response.json()["builders"])
+
+    def builder_online(self, builder_id: str) -> bool | None:
+        """Whether `GET /api/builders` shows the builder online; None if there is no such
+        route."""
+        builders = self.builders()
+        if builders is None:
+            return None
+        return any(b["id"] == builder_id and b.get("state") == "online" for b in builders)
+
+    def stop_builders(self) -> None:
+        """Stop (SIGTERM) every builder agent `start_builder` started."""
+        for agent in self.agents:
+            agent.stop()
+        self.agents.clear()
+
+    # The broker -----------------------------------------------------------------------------
+
+    @property
+    def broker_port(self) -> int:
+        return int(self.env["GOBUILD_KAFKA_BOOTSTRAP"].rsplit(":", 1)[1])
+
+    def broker_pid(self) -> int:
+        return self.child_pid("broker", f"127.0.0.1:{self.broker_port}")
+
+    def kill_broker(self) -> int:
+        """SIGKILL the embedded broker; `gobuild dev` starts a new one on the same port, empty
+        (the broker keeps its topics in memory). Returns the killed one's pid."""
+        pid = self.broker_pid()
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def wait_for_broker(self, old_pid: int, timeout: float = 30.0) -> int:
+        """The pid of the broker `gobuild dev` started in place of `old_pid`, once it listens."""
+
+        def restarted() -> int | None:
+            try:
+                pid = self.broker_pid()
+            except AssertionError:
+                return None
+            if pid == old_pid:
+                return None
+            with socket.socket() as probe:
+                probe.settimeout(0.5)
+                if probe.connect_ex(("127.0.0.1", self.broker_port)) != 0:
+                    return None
+            return pid
+
+        failure = f"gobuild dev did not restart its broker in {timeout}s\n{self.tail()}"
+        return _poll_until(restarted, timeout=timeout, interval=0.1, failure=failure)
+
     def stop(self) -> None:
+        self.stop_builders()
         self.http.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)

@@ -9,11 +9,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gobuild.platform.localstack import ADMIN_KEY, GitRepo, Stack, git, stack_with_repository
+from gobuild.platform.localstack import (
+    ADMIN_KEY,
+    BuilderAgent,
+    GitRepo,
+    Stack,
+    git,
+    stack_with_repository,
+)
 from gobuild.platform.localstack import start_stack as start_local_stack
 from tests.conftest import WEBHOOK_FIXTURES
 
-__all__ = ["ADMIN_KEY", "GitRepo", "Stack", "git", "stack_with_repository", "start_stack"]
+__all__ = [
+    "ADMIN_KEY",
+    "BuilderAgent",
+    "GitRepo",
+    "Stack",
+    "git",
+    "stack_with_repository",
+    "start_stack",
+]
 
 GITHUB_PUSH = WEBHOOK_FIXTURES / "github" / "push-branch-created.json"
 
