@@ -267,6 +267,34 @@ async def restore_topics(
     if missing:
         await asyncio.wait_for(ensure_topics(settings, missing), TOPIC_REPAIR_TIMEOUT_SECONDS)
         raise TopicsMissing(f"topics {', '.join(missing)} were missing and are re-created")
+    await _rewind_restarted_partitions(consumer)
+
+
+async def _rewind_restarted_partitions(consumer: AIOKafkaConsumer) -> None:
+    """A partition whose end is before this consumer's position lost its records (a broker
+    that forgot its topics, and something re-created them before this consumer noticed they
+    were gone): read it again from its beginning, or the records written to it since would be
+    skipped until the new log grew past the old position."""
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return
+    ends = await asyncio.wait_for(consumer.end_offsets(assigned), TOPIC_REPAIR_TIMEOUT_SECONDS)
+    for partition in assigned:
+        end = ends.get(partition)
+        if end is None:
+            continue
+        position = await asyncio.wait_for(
+            consumer.position(partition), TOPIC_REPAIR_TIMEOUT_SECONDS
+        )
+        if position > end:
+            log.warning(
+                "%s[%d] restarted (its end %d is before position %d); reading it from the start",
+                partition.topic,
+                partition.partition,
+                end,
+                position,
+            )
+            await consumer.seek_to_beginning(partition)
 
 
 def decode_record(record: ConsumerRecord) -> Event | None:

@@ -145,3 +145,44 @@ async def test_a_round_trip_reads_back_its_probe_and_fails_while_the_broker_is_d
     broker.process.wait()
     with pytest.raises((KafkaError, TimeoutError)):
         await producer.round_trip(timeout=3)
+
+
+async def test_a_consumer_reads_a_partition_re_created_before_it_noticed_from_its_start(
+    broker: ChildProcess, producer: EventProducer, make_settings: Callable[..., Settings]
+) -> None:
+    """The broker forgets its topics and someone (a producer) re-creates them at once: the
+    consumer never sees them missing, but its position is past the new partition's end. It must
+    read the new records anyway, not wait until the new log outgrows the old one."""
+    settings = make_settings(kafka_bootstrap=f"127.0.0.1:{broker.port}")
+    received: list[str] = []
+
+    async def handle(event: Event) -> None:
+        received.append(event.event_id)
+
+    joined = asyncio.Event()
+    task = asyncio.create_task(
+        consume_forever(
+            settings, [TOPIC_BUILD_COMPLETIONS], handle, group_id="g", client_id="t", joined=joined
+        )
+    )
+    try:
+        await asyncio.wait_for(joined.wait(), 30)
+        before = [completion("one-build") for _ in range(6)]  # one key: one partition
+        for event in before:
+            await producer.publish(TOPIC_BUILD_COMPLETIONS, event)
+        await wait_until(lambda: len(received) == 6, timeout=15, message="nothing consumed")
+
+        await asyncio.to_thread(restart_empty, broker)
+        await wait_for_topics(settings)  # re-created before the consumer's own check
+        after = [completion("one-build") for _ in range(2)]
+        for event in after:
+            await producer.publish(TOPIC_BUILD_COMPLETIONS, event, timeout=15)
+
+        await wait_until(
+            lambda: all(e.event_id in received for e in after),
+            timeout=30,
+            message="records written to the re-created partition were skipped",
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
