@@ -49,7 +49,7 @@ from gobuild.platform.stores.connection import connect_redis
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.keys import CHANNEL_CANCEL
 from gobuild.platform.stores.outbox import ResultOutbox
-from gobuild.platform.waiting import wait_event
+from gobuild.platform.waiting import wait_event, wait_within
 
 __all__ = ["Agent", "consumer_group", "default_builder_id", "host_memory_bytes"]
 
@@ -106,10 +106,10 @@ class Agent:
         self._producer = EventProducer(settings, client_id=f"builder-{self.builder_id}")
         await self._producer.start()
         self._redis = connect_redis(settings.redis_url)
-        await asyncio.wait_for(self._redis.ping(), 10)
+        await wait_within(self._redis.ping(), 10)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         self._docker = await asyncio.to_thread(docker.from_env, timeout=60)
-        await asyncio.wait_for(asyncio.to_thread(self._docker.ping), 30)
+        await wait_within(asyncio.to_thread(self._docker.ping), 30)
         await ensure_build_network(self._docker, settings.build_network)
         await asyncio.to_thread(settings.workspaces_dir.mkdir, parents=True, exist_ok=True)
         ca_trust = await asyncio.to_thread(prepare_ca_trust, settings)
@@ -152,7 +152,7 @@ class Agent:
         """Close every connection start() opened."""
         if self._redis is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.claims.end_heartbeat(), 5)
+                await wait_within(self.claims.end_heartbeat(), 5)
             await self._redis.aclose()
             self._redis = None
         if self._http is not None:

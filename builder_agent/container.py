@@ -34,6 +34,8 @@ import docker.errors
 from docker.models.containers import Container
 from docker.utils import parse_repository_tag
 
+from gobuild.platform.waiting import wait_within
+
 log = logging.getLogger(__name__)
 
 Stream = Literal["stdout", "stderr"]
@@ -326,7 +328,7 @@ async def _forward_lines(
 
 
 async def _call(func: Callable[..., Any], *args: Any, seconds: float = _DOCKER_CALL_SECONDS) -> Any:
-    return await asyncio.wait_for(asyncio.to_thread(func, *args), seconds)
+    return await wait_within(asyncio.to_thread(func, *args), seconds)
 
 
 def _image_present(client: docker.DockerClient, image: str) -> bool:
@@ -553,7 +555,7 @@ async def run_step(
                 await _call(_kill, container)
                 # What the step wrote before it was killed still belongs in the log.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(forward), _DRAIN_SECONDS)
+                    await wait_within(asyncio.shield(forward), _DRAIN_SECONDS)
             if forward.done():
                 forward.result()  # an error of `on_line` is the caller's to see
         finally:
@@ -656,7 +658,7 @@ class ExecSession:
         """Run `argv` (no shell); TimeoutError after `timeout` seconds (the session's
         container, removed when the session ends, takes the command with it)."""
         try:
-            return await asyncio.wait_for(
+            return await wait_within(
                 asyncio.to_thread(_exec, self.client, self.container.id, argv, self.spec.user, env),
                 timeout,
             )

@@ -48,6 +48,7 @@ from gobuild.platform.cache_records import CacheEntry
 from gobuild.platform.config import Settings
 from gobuild.platform.events import CacheUse
 from gobuild.platform.stores.caches import CacheIndex
+from gobuild.platform.waiting import wait_within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -494,4 +495,4 @@ class LayerCache:
 
     @staticmethod
     async def _call(func: Callable[[], T]) -> T:
-        return await asyncio.wait_for(asyncio.to_thread(func), _DOCKER_SECONDS)
+        return await wait_within(asyncio.to_thread(func), _DOCKER_SECONDS)

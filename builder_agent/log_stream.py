@@ -31,7 +31,7 @@ from gobuild.builder_agent.secret_mask import SecretMask
 from gobuild.platform.bus import EventProducer
 from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_LOGS, LogChunk
-from gobuild.platform.waiting import wait_event
+from gobuild.platform.waiting import wait_event, wait_within
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class LogStreamer:
         if task is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            await wait_within(asyncio.shield(task), timeout)
         except TimeoutError:
             log.warning("build %s: log chunks still unsent after %.0fs", self.build_id, timeout)
             task.cancel()

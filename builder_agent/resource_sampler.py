@@ -17,6 +17,8 @@ from typing import Any
 import docker.errors
 from docker.models.containers import Container
 
+from gobuild.platform.waiting import wait_within
+
 log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL_SECONDS = 1.0
@@ -100,7 +102,7 @@ class ResourceSampler:
         try:
             while True:
                 try:
-                    stats = await asyncio.wait_for(
+                    stats = await wait_within(
                         asyncio.to_thread(container.stats, stream=False, one_shot=True),
                         _STATS_CALL_SECONDS,
                     )

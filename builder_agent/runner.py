@@ -27,6 +27,7 @@ from gobuild.platform.records import Build
 from gobuild.platform.stores.build_queue import BuildQueue
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.claims import BuildClaims
+from gobuild.platform.waiting import wait_within
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class BuildRunner:
             await self._run_build(request, build, attempt)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.claims.release(build.id), 5)
+                await wait_within(self.claims.release(build.id), 5)
 
     async def _given_here(self, build_id: str) -> bool:
         """Whether the scheduler's assignment of the build names this builder."""
@@ -166,7 +167,7 @@ class BuildRunner:
                 await self._clean_up(run)
                 # The builder is stopping (or broke) mid-build: this attempt's log ends here.
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._abandon(run), 10)
+                    await wait_within(self._abandon(run), 10)
                 await logs.abort()
 
     async def _remove_leftovers(self, run: BuildRun) -> None:
@@ -195,7 +196,7 @@ class BuildRunner:
 
         cleaning = asyncio.ensure_future(clean())
         try:
-            await asyncio.wait_for(asyncio.shield(cleaning), _CLEANUP_SECONDS)
+            await wait_within(asyncio.shield(cleaning), _CLEANUP_SECONDS)
         except TimeoutError:
             log.warning("build %s: clean-up is taking longer than expected", run.build_id)
 

@@ -31,6 +31,7 @@ from gobuild.platform.bus import (
 )
 from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_REQUESTS, BuildRequested
+from gobuild.platform.waiting import wait_within
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,11 @@ class JobWorker:
         while True:
             consumer = self._make_consumer()
             try:
-                await asyncio.wait_for(
+                await wait_within(
                     ensure_topics(self.settings, topics), TOPIC_REPAIR_TIMEOUT_SECONDS
                 )
-                await asyncio.wait_for(consumer.start(), CONSUMER_START_TIMEOUT_SECONDS)
-                partitions = await asyncio.wait_for(
+                await wait_within(consumer.start(), CONSUMER_START_TIMEOUT_SECONDS)
+                partitions = await wait_within(
                     self._assign(consumer, resume_at_end=first), TOPIC_REPAIR_TIMEOUT_SECONDS
                 )
                 first = False
@@ -120,7 +121,7 @@ class JobWorker:
                 log.exception("%s: consumer failed; rebuilding it in %.1fs", self.client_id, delay)
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.stop(), 10)
+                    await wait_within(consumer.stop(), 10)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -32,6 +32,7 @@ from gobuild.platform.events import (
     encode_event,
     parse_event,
 )
+from gobuild.platform.waiting import wait_within
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class EventProducer:
         """Those of `topics` the broker does not have, or has without a leader for every
         partition, by fresh metadata. Raises KafkaError or TimeoutError when it does not answer.
         """
-        cluster = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+        cluster = await wait_within(self._producer.client.fetch_all_metadata(), timeout)
         missing = []
         for topic in topics:
             partitions = cluster.partitions_for_topic(topic)
@@ -220,14 +221,14 @@ class EventProducer:
             await self._restore_topic(topic)
 
     async def _restore_topic(self, topic: str) -> None:
-        await asyncio.wait_for(ensure_topics(self._settings, [topic]), TOPIC_REPAIR_TIMEOUT_SECONDS)
+        await wait_within(ensure_topics(self._settings, [topic]), TOPIC_REPAIR_TIMEOUT_SECONDS)
         # Partitions of the re-created topic, not the lost one's.
-        await asyncio.wait_for(
+        await wait_within(
             self._producer.client.force_metadata_update(), TOPIC_REPAIR_TIMEOUT_SECONDS
         )
 
     async def _send(self, topic: str, event: Event, timeout: float) -> None:
-        await asyncio.wait_for(
+        await wait_within(
             self._producer.send_and_wait(topic, encode_event(event), key=event.key()), timeout
         )
 
@@ -262,10 +263,10 @@ async def restore_topics(
 ) -> None:
     """Raise TopicsMissing, after re-creating them, when any of `topics` is gone from the
     broker; KafkaError or TimeoutError when the broker does not answer."""
-    existing = await asyncio.wait_for(consumer.topics(), TOPIC_REPAIR_TIMEOUT_SECONDS)
+    existing = await wait_within(consumer.topics(), TOPIC_REPAIR_TIMEOUT_SECONDS)
     missing = [t for t in topics if t not in existing]
     if missing:
-        await asyncio.wait_for(ensure_topics(settings, missing), TOPIC_REPAIR_TIMEOUT_SECONDS)
+        await wait_within(ensure_topics(settings, missing), TOPIC_REPAIR_TIMEOUT_SECONDS)
         raise TopicsMissing(f"topics {', '.join(missing)} were missing and are re-created")
     await _rewind_restarted_partitions(consumer)
 
@@ -278,14 +279,12 @@ async def _rewind_restarted_partitions(consumer: AIOKafkaConsumer) -> None:
     assigned = list(consumer.assignment())
     if not assigned:
         return
-    ends = await asyncio.wait_for(consumer.end_offsets(assigned), TOPIC_REPAIR_TIMEOUT_SECONDS)
+    ends = await wait_within(consumer.end_offsets(assigned), TOPIC_REPAIR_TIMEOUT_SECONDS)
     for partition in assigned:
         end = ends.get(partition)
         if end is None:
             continue
-        position = await asyncio.wait_for(
-            consumer.position(partition), TOPIC_REPAIR_TIMEOUT_SECONDS
-        )
+        position = await wait_within(consumer.position(partition), TOPIC_REPAIR_TIMEOUT_SECONDS)
         if position > end:
             log.warning(
                 "%s[%d] restarted (its end %d is before position %d); reading it from the start",
@@ -333,8 +332,8 @@ async def consume_forever(
             settings, topics, group_id, client_id=client_id, from_beginning=from_beginning
         )
         try:
-            await asyncio.wait_for(ensure_topics(settings, topics), TOPIC_REPAIR_TIMEOUT_SECONDS)
-            await asyncio.wait_for(consumer.start(), CONSUMER_START_TIMEOUT_SECONDS)
+            await wait_within(ensure_topics(settings, topics), TOPIC_REPAIR_TIMEOUT_SECONDS)
+            await wait_within(consumer.start(), CONSUMER_START_TIMEOUT_SECONDS)
             if joined is not None:
                 joined.set()
             delay = RECONNECT_MIN_SECONDS
@@ -345,7 +344,7 @@ async def consume_forever(
             log.exception("%s: consumer failed; rebuilding it in %.1fs", client_id, delay)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), TOPIC_REPAIR_TIMEOUT_SECONDS)
+                await wait_within(consumer.stop(), TOPIC_REPAIR_TIMEOUT_SECONDS)
         await asyncio.sleep(delay)
         delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 

@@ -28,7 +28,7 @@ from gobuild.platform.devstack import (
     start_broker,
     start_redis,
 )
-from gobuild.platform.waiting import wait_event
+from gobuild.platform.waiting import wait_event, wait_within
 
 log = logging.getLogger("gobuild.dev")
 
@@ -177,7 +177,7 @@ class ServiceProcess:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), timeout)
+            await wait_within(self.process.wait(), timeout)
         except TimeoutError:
             self.process.kill()
             await self.process.wait()

@@ -42,6 +42,7 @@ from gobuild.platform.stores.deliveries import DeliveryQueue
 from gobuild.platform.stores.hooks import HookStore
 from gobuild.platform.stores.notification_preferences import PreferenceStore
 from gobuild.platform.stores.projects import ProjectStore
+from gobuild.platform.waiting import wait_within
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,7 @@ def create_app(
             ),
         )
         start("deliveries", worker.run_forever())
-        await asyncio.wait_for(
-            asyncio.gather(*(event.wait() for event in joined)), JOIN_TIMEOUT_SECONDS
-        )
+        await wait_within(asyncio.gather(*(event.wait() for event in joined)), JOIN_TIMEOUT_SECONDS)
         log.info("notifications ready")
 
     @app.after_serving

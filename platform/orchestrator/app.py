@@ -35,6 +35,7 @@ from gobuild.platform.stores.claims import BuilderFleet
 from gobuild.platform.stores.connection import connect_redis
 from gobuild.platform.stores.outbox import ResultOutbox
 from gobuild.platform.stores.projects import ProjectStore
+from gobuild.platform.waiting import wait_within
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,7 @@ def create_app(settings: Settings) -> Quart:
                 joined=joined[1],
             ),
         )
-        await asyncio.wait_for(
-            asyncio.gather(*(event.wait() for event in joined)), JOIN_TIMEOUT_SECONDS
-        )
+        await wait_within(asyncio.gather(*(event.wait() for event in joined)), JOIN_TIMEOUT_SECONDS)
         await dispatcher.sweep_pending()  # whatever was accepted while no orchestrator ran
         start("scheduler", scheduler.run_forever())
         start("sweep", _sweep_forever(dispatcher))

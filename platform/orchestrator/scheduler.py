@@ -203,8 +203,13 @@ class Scheduler:
         builder = self._pick(state, project)
         if builder is None:
             return "refused"
-        if not await self.queue.assign(build.id, builder.id, builder.capacity, ticket.attempt):
-            # Its slots are taken after all (or the build left the queue): not this round.
+        outcome = await self.queue.try_assign(
+            build.id, builder.id, builder.capacity, ticket.attempt
+        )
+        if outcome == "gone":
+            return "ended"  # another scheduler gave it out, or it ended: not this round's
+        if outcome == "full":
+            # Another scheduler filled the builder's slots meanwhile: not this round.
             state.free[builder.id] = 0
             return "refused"
         state.free[builder.id] -= 1

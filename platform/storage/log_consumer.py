@@ -24,7 +24,7 @@ from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_LOGS, LogChunk
 from gobuild.platform.storage.identifiers import is_valid_build_id
 from gobuild.platform.storage.logs import LogStore
-from gobuild.platform.waiting import wait_event
+from gobuild.platform.waiting import wait_event, wait_within
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class LogConsumer:
         while not self._stopping.is_set():
             consumer: AIOKafkaConsumer | None = None
             try:
-                await asyncio.wait_for(
+                await wait_within(
                     ensure_topics(self.settings, [TOPIC_BUILD_LOGS]), CONNECT_TIMEOUT_SECONDS
                 )
                 consumer = make_consumer(
@@ -90,7 +90,7 @@ class LogConsumer:
                     client_id=CLIENT_ID,
                     auto_commit=False,
                 )
-                await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT_SECONDS)
+                await wait_within(consumer.start(), CONNECT_TIMEOUT_SECONDS)
                 log.info("consuming %s as group %s", TOPIC_BUILD_LOGS, CONSUMER_GROUP)
                 delay = RETRY_MIN_SECONDS
                 self._consuming = True
@@ -141,7 +141,7 @@ class LogConsumer:
                 continue
             retry_delay = RETRY_MIN_SECONDS
             try:
-                await asyncio.wait_for(consumer.commit(), COMMIT_TIMEOUT_SECONDS)
+                await wait_within(consumer.commit(), COMMIT_TIMEOUT_SECONDS)
             except (KafkaError, TimeoutError) as exc:
                 # The chunks are written; a redelivery after a rebalance is skipped as duplicate.
                 log.warning("committing %s offsets failed: %s", TOPIC_BUILD_LOGS, exc)
@@ -170,6 +170,6 @@ def _rewind(
 
 async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
     try:
-        await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_SECONDS)
+        await wait_within(consumer.stop(), STOP_TIMEOUT_SECONDS)
     except Exception as exc:
         log.warning("stopping the log consumer failed: %s", exc)

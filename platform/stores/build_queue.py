@@ -44,6 +44,7 @@ QUEUE_REASON_TEXT: dict[QueueReason, str] = {
     "broker_unavailable": "the message broker is unavailable",
 }
 Priority = Literal["high", "normal"]
+AssignOutcome = Literal["assigned", "full", "gone"]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -232,6 +233,13 @@ class BuildQueue:
     async def assign(self, build_id: str, builder_id: str, slots: int, attempt: int) -> bool:
         """Give the queued build to the builder if it has fewer than `slots` assigned builds;
         False if it has not, or the build is no longer queued."""
+        return await self.try_assign(build_id, builder_id, slots, attempt) == "assigned"
+
+    async def try_assign(
+        self, build_id: str, builder_id: str, slots: int, attempt: int
+    ) -> AssignOutcome:
+        """`assign`, telling why not: `full` (the builder's slots are taken) or `gone` (the
+        build is no longer queued: someone else gave it out, or it ended)."""
         assignment = Assignment(
             build_id=build_id, builder_id=builder_id, attempt=attempt, assigned_at=time.time()
         )
@@ -247,7 +255,7 @@ class BuildQueue:
             slots,
             assignment.model_dump_json(),
         )
-        return int(done) == 1
+        return {1: "assigned", 0: "gone"}.get(int(done), "full")  # type: ignore[return-value]
 
     async def assignment(self, build_id: str) -> Assignment | None:
         raw = await self.redis.hget(KEY_BUILD_ASSIGNMENTS, build_id)

@@ -280,9 +280,13 @@ async def test_a_builder_is_never_given_more_builds_than_its_slots(
     queue = BuildQueue(redis)
     assert len(await queue.assigned_to("b1")) == 2
     assert len(await queue.assigned_to("b2")) == 1
-    assert set(await given_to(redis)) == set(builds[:3])
+    # Racing rounds keep the slots' bound, not strict order: three builds given, three waiting
+    # in their order, none lost or given twice.
+    given = set(await given_to(redis))
+    assert len(given) == 3 and given <= set(builds)
     await racing[0].run_round()  # a snapshot written after the race
-    assert await waiting(redis) == [(b, i + 1, "no_free_slot") for i, b in enumerate(builds[3:])]
+    left = [b for b in builds if b not in given]
+    assert await waiting(redis) == [(b, i + 1, "no_free_slot") for i, b in enumerate(left)]
 
 
 async def test_assign_is_atomic_and_bounded_by_the_slots(redis: aioredis.Redis) -> None:

@@ -16,6 +16,7 @@ from gobuild.platform.gateway.context import gateway
 from gobuild.platform.gateway.openapi import public
 from gobuild.platform.gateway.schemas import Health, Readiness
 from gobuild.platform.storage_client import HEALTH_PATH
+from gobuild.platform.waiting import wait_within
 
 blueprint = Blueprint("health", __name__)
 tag_blueprint(blueprint, ["health"])
@@ -40,7 +41,7 @@ async def _check_http(url: str) -> str:
 
 async def _check_redis() -> str:
     try:
-        await asyncio.wait_for(gateway().redis.ping(), 3.0)
+        await wait_within(gateway().redis.ping(), 3.0)
     except Exception as exc:
         return f"unreachable: {exc.__class__.__name__}"
     return "ok"
@@ -62,7 +63,7 @@ async def _check_kafka() -> str:
             return f"produce and fetch failed: {exc.__class__.__name__}"
         return "ok"
     with contextlib.suppress(KafkaError, TimeoutError, OSError):
-        await asyncio.wait_for(ensure_topics(ctx.settings, missing), 3.0)
+        await wait_within(ensure_topics(ctx.settings, missing), 3.0)
     return f"topics missing: {', '.join(missing)}"
 
 
