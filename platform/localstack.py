@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from gobuild.platform.config import ENV_PREFIX, Settings
-from gobuild.platform.devstack import free_port
+from gobuild.platform.devstack import free_port, terminate
 
 ADMIN_KEY = "e2e-admin-key"
 # The image scripts/setup.sh builds, unless GOBUILD_BUILD_IMAGE names another.
@@ -133,13 +133,7 @@ class BuilderAgent:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, as an operator stops it; SIGKILL if it has not exited after `timeout`."""
-        if self.alive:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
 
 
 @dataclass

@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -23,6 +25,29 @@ def add_task_health(app: Quart, tasks: set[asyncio.Task[None]]) -> None:
         consumers = sum(1 for t in tasks if t.get_name().endswith("-consumer"))
         body = {"status": "ok" if alive else "degraded", "consumers": consumers}
         return body, 200 if alive else 503
+
+
+def start_task(tasks: set[asyncio.Task[None]], name: str, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` as one of the service's background tasks; its death is logged (and shows
+    in `/healthz`)."""
+    task = asyncio.create_task(work, name=name)
+    task.add_done_callback(_log_task_end)
+    tasks.add(task)
+
+
+async def stop_tasks(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel the service's background tasks and wait until they ended."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks.clear()
+
+
+def _log_task_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).error(
+            "background task %s died", task.get_name(), exc_info=task.exception()
+        )
 
 
 def configure_logging(service: str) -> None:

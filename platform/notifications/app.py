@@ -34,7 +34,7 @@ from gobuild.platform.notifications.messages import BuildLinks
 from gobuild.platform.notifications.outgoing import OutgoingHttp
 from gobuild.platform.notifications.sending import DeliverySender, ForgeUrls
 from gobuild.platform.repo_credentials import NOTIFICATION_SECRETS_PURPOSE, SecretCipher
-from gobuild.platform.service import add_task_health
+from gobuild.platform.service import add_task_health, start_task, stop_tasks
 from gobuild.platform.stores.build_notes import BuildNotes
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.connection import connect_redis
@@ -115,10 +115,8 @@ def create_app(
         )
         collector = ErrorLineCollector(redis, notes, producer)
 
-        def start(name: str, coro: Coroutine[Any, Any, None]) -> None:
-            task = asyncio.create_task(coro, name=f"notifications-{name}")
-            task.add_done_callback(_log_task_end)
-            tasks.add(task)
+        def start(name: str, work: Coroutine[Any, Any, None]) -> None:
+            start_task(tasks, f"notifications-{name}", work)
 
         joined = [asyncio.Event(), asyncio.Event()]
         start(
@@ -149,10 +147,7 @@ def create_app(
 
     @app.after_serving
     async def _stop() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        tasks.clear()
+        await stop_tasks(tasks)
         state = app.extensions.pop(EXTENSION_KEY, None)
         if state:
             redis, producer, http = state
@@ -161,8 +156,3 @@ def create_app(
             await redis.aclose()
 
     return app
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task %s died", task.get_name(), exc_info=task.exception())

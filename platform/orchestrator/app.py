@@ -29,7 +29,7 @@ from gobuild.platform.events import (
 from gobuild.platform.orchestrator.dispatch import Dispatcher
 from gobuild.platform.orchestrator.reconcile import Reconciler
 from gobuild.platform.orchestrator.scheduler import Scheduler
-from gobuild.platform.service import add_task_health
+from gobuild.platform.service import add_task_health, start_task, stop_tasks
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.claims import BuilderFleet
 from gobuild.platform.stores.connection import connect_redis
@@ -69,10 +69,8 @@ def create_app(settings: Settings) -> Quart:
         reconciler = Reconciler(dispatcher, fleet, ResultOutbox(redis))
         scheduler = Scheduler(dispatcher, fleet)
 
-        def start(name: str, coro: Coroutine[Any, Any, None]) -> None:
-            task = asyncio.create_task(coro, name=f"orchestrator-{name}")
-            task.add_done_callback(_log_task_end)
-            tasks.add(task)
+        def start(name: str, work: Coroutine[Any, Any, None]) -> None:
+            start_task(tasks, f"orchestrator-{name}", work)
 
         # Joining a consumer group can take seconds (the broker waits for more members): both
         # groups are joined at once.
@@ -108,10 +106,7 @@ def create_app(settings: Settings) -> Quart:
 
     @app.after_serving
     async def _stop() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        tasks.clear()
+        await stop_tasks(tasks)
         state = app.extensions.pop("gobuild.orchestrator", None)
         if state:
             _, redis, producer = state
@@ -131,8 +126,3 @@ async def _sweep_forever(dispatcher: Dispatcher) -> None:
                 await dispatcher.handle_trigger(trigger)
         except Exception:
             log.exception("sweep of pending triggers failed; retrying next round")
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task %s died", task.get_name(), exc_info=task.exception())
