@@ -143,6 +143,9 @@ class JobWorker:
                     await consumer.seek_to_end(partition)
                 else:
                     await consumer.seek_to_beginning(partition)
+                # Committed at once: a builder restarted before this partition carried a job
+                # resumes here, not at a newer end that would skip what was sent meanwhile.
+                await consumer.commit({partition: await consumer.position(partition)})
             # The position is fixed now, before the builder says it is ready.
             await consumer.position(partition)
         return partitions

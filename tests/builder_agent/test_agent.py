@@ -680,6 +680,30 @@ async def test_a_job_sent_again_before_the_result_was_applied_does_not_run_it_tw
     assert len(await DeploymentRecords(stack.redis).list_for_project(job.project_id)) == 1
 
 
+async def test_a_builder_restarted_before_its_first_job_runs_the_job_sent_while_it_was_down(
+    stack: Stack, git_repo: GitRepo
+) -> None:
+    # A new builder, so its group has no committed offsets: it starts reading at the end.
+    settings = stack.settings.model_copy(update={"builder_id": f"fresh-{uuid.uuid4().hex[:6]}"})
+    first = Agent(settings)
+    task = asyncio.create_task(first.run())
+    await wait_until_ready(stack, settings.builder_id)
+    first.request_stop()
+    await asyncio.wait_for(task, 60)
+
+    # Given to it while it was down (its heartbeat had not expired yet).
+    sha = git_repo.commit({"index.html": "<p>sent while down</p>"})
+    job = await request_build(stack, git_repo, sha, builder_id=settings.builder_id)
+    again = Agent(settings)
+    task = asyncio.create_task(again.run())
+    try:
+        seen = await observe(stack, job.build_id)
+    finally:
+        again.request_stop()
+        await asyncio.wait_for(task, 60)
+    assert [completion.state for completion in seen.completions] == [BuildState.SUCCEEDED]
+
+
 async def test_a_job_for_another_builder_or_not_given_to_this_one_is_skipped(
     stack: Stack, agent: Agent, git_repo: GitRepo
 ) -> None:

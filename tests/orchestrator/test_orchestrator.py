@@ -4,7 +4,7 @@ each for a builder with a free slot (builders are simulated by their heartbeats)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from gobuild.platform.events import (
     BuildStatusChanged,
     BuildTriggered,
 )
-from gobuild.platform.orchestrator.app import create_app
+from gobuild.platform.orchestrator.app import JOIN_TIMEOUT_SECONDS, create_app
 from gobuild.platform.records import Build, Project, new_id
 from gobuild.platform.stores.build_queue import BuildQueue
 from gobuild.platform.stores.builds import BuildStore
@@ -34,19 +34,35 @@ from tests.conftest import wait_until
 from tests.kafka_reading import read_events
 from tests.orchestrator.scheduling import builder_alive
 
+# Room for the app's own limit for joining its groups (see `running`).
+pytestmark = pytest.mark.timeout(JOIN_TIMEOUT_SECONDS + 90)
+
 
 def running(settings: Settings) -> QuartTestApp:
-    """The orchestrator app with its consumers started (joining groups takes a few seconds)."""
-    return QuartTestApp(create_app(settings), startup_timeout=60, shutdown_timeout=60)
+    """The orchestrator app with its consumers started (joining groups takes a few seconds).
+    Its start may take as long as the app's own limit for joining, and then fails by itself."""
+    startup = JOIN_TIMEOUT_SECONDS + 10
+    return QuartTestApp(create_app(settings), startup_timeout=startup, shutdown_timeout=60)
 
 
 @pytest.fixture
 async def settings(
-    make_settings: Callable[..., Settings], redis_url: str, kafka_bootstrap: str
+    make_settings: Callable[..., Settings], redis_url: str, fresh_kafka_bootstrap: str
 ) -> Settings:
-    settings = make_settings(redis_url=redis_url, kafka_bootstrap=kafka_bootstrap)
+    """On a broker of the test's own: the orchestrator's groups hold no members that an earlier
+    test's orchestrator left behind (a join waits until such members expired)."""
+    settings = make_settings(redis_url=redis_url, kafka_bootstrap=fresh_kafka_bootstrap)
     await wait_for_topics(settings)
     return settings
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[EventProducer]:
+    """Publishes to the test's own broker."""
+    producer = EventProducer(settings, client_id="test")
+    await producer.start()
+    yield producer
+    await producer.stop()
 
 
 @pytest.fixture

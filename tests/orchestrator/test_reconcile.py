@@ -25,7 +25,7 @@ from gobuild.platform.events import (
     BuildTriggered,
     utcnow,
 )
-from gobuild.platform.orchestrator.app import create_app
+from gobuild.platform.orchestrator.app import JOIN_TIMEOUT_SECONDS, create_app
 from gobuild.platform.orchestrator.dispatch import Dispatcher
 from gobuild.platform.orchestrator.reconcile import Reconciler
 from gobuild.platform.orchestrator.scheduler import Scheduler
@@ -406,16 +406,17 @@ async def test_a_result_no_live_builder_can_deliver_is_applied_by_the_orchestrat
     assert [c.build_id for c in completions] == [build.id]
 
 
+@pytest.mark.timeout(JOIN_TIMEOUT_SECONDS + 90)
 async def test_the_orchestrator_sends_a_lost_build_to_a_live_builder_on_its_own(
     make_settings: Callable[..., Settings],
     redis_url: str,
-    kafka_bootstrap: str,
+    fresh_kafka_bootstrap: str,
     redis: aioredis.Redis,
     project: Project,
 ) -> None:
     settings = make_settings(
         redis_url=redis_url,
-        kafka_bootstrap=kafka_bootstrap,
+        kafka_bootstrap=fresh_kafka_bootstrap,
         reconcile_interval_seconds=0.5,
         reconcile_grace_seconds=1.0,
     )
@@ -423,7 +424,10 @@ async def test_the_orchestrator_sends_a_lost_build_to_a_live_builder_on_its_own(
     build = await dispatched_build(redis, project)
     claims = await builder_alive(redis, "idle-builder", running=[])
 
-    async with QuartTestApp(create_app(settings), startup_timeout=60, shutdown_timeout=60):
+    # On a broker of its own (see test_orchestrator.running).
+    await wait_for_topics(settings)
+    startup = JOIN_TIMEOUT_SECONDS + 10
+    async with QuartTestApp(create_app(settings), startup_timeout=startup, shutdown_timeout=60):
 
         async def requested() -> list[Any]:
             await claims.beat({"id": "idle-builder", "running": [], "capacity": 1})
