@@ -1,10 +1,14 @@
 """Where queued builds wait, as the API shows it: the scheduler's snapshot of the queue (place,
 reason, estimated start), and for a build queued since its last round a place from the queue's
-own order (reason `no_free_slot` until the scheduler says otherwise)."""
+own order (reason `no_free_slot` until the scheduler says otherwise).
+
+A build waits while it is `queued`, and also while it is back in the queue after its builder
+was lost or its job never reached it: its state still says `dispatched` or `running` (states
+never go back), its place in the queue says it waits again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -55,11 +59,23 @@ async def _queue_order(queue: BuildQueue) -> tuple[list[str], dict[str, QueueTic
     return order, await queue.tickets(order)
 
 
+def _may_wait(build: Build) -> bool:
+    """Queued, or under way and perhaps back in the queue (its builder was lost)."""
+    return not build.state.is_terminal
+
+
+def _waits(build: Build, queued: Collection[str]) -> bool:
+    """Whether the build waits for a builder, given the ids in the queue."""
+    return build.state == BuildState.QUEUED or (_may_wait(build) and build.id in queued)
+
+
 async def queue_status(ctx: GatewayContext, build: Build) -> QueueStatus | None:
-    """The build's place in the queue while it is queued; None otherwise."""
-    if build.state != BuildState.QUEUED:
+    """The build's place in the queue while it waits; None otherwise."""
+    if not _may_wait(build):
         return None
     queue = BuildQueue(ctx.redis)
+    if build.state != BuildState.QUEUED and not await queue.is_queued(build.id):
+        return None
     entry = await queue.entry(build.id)
     if entry is not None:
         return status_of(entry)
@@ -67,16 +83,19 @@ async def queue_status(ctx: GatewayContext, build: Build) -> QueueStatus | None:
 
 
 async def queue_statuses(ctx: GatewayContext, builds: Iterable[Build]) -> dict[str, QueueStatus]:
-    """`queue_status` of each queued build among `builds`, by id (the queue read once)."""
-    queued = [b for b in builds if b.state == BuildState.QUEUED]
-    if not queued:
+    """`queue_status` of each waiting build among `builds`, by id (the queue read once)."""
+    candidates = [b for b in builds if _may_wait(b)]
+    if not candidates:
         return {}
     queue = BuildQueue(ctx.redis)
-    entries = {e.build_id: e for e in await queue.entries()}
     order, tickets = await _queue_order(queue)
+    waiting = [b for b in candidates if _waits(b, set(order))]
+    if not waiting:
+        return {}
+    entries = {e.build_id: e for e in await queue.entries()}
     return {
         b.id: status_of(entries[b.id]) if b.id in entries else fallback_status(b, order, tickets)
-        for b in queued
+        for b in waiting
     }
 
 
@@ -88,14 +107,15 @@ class WaitingBuild:
 
 async def waiting_builds(ctx: GatewayContext) -> list[WaitingBuild]:
     """Every build waiting for a builder, the next first: the queue and the scheduler's
-    snapshot of it, without builds that are no longer queued."""
+    snapshot of it, without builds that no longer wait."""
     queue = BuildQueue(ctx.redis)
     entries = {e.build_id: e for e in await queue.entries()}
     order, tickets = await _queue_order(queue)
+    in_queue = set(order)
     ids = list(dict.fromkeys([*order, *entries]))
     waiting = []
     for build in await ctx.builds.get_many(ids):
-        if build.state != BuildState.QUEUED:
+        if not _waits(build, in_queue):
             continue
         entry = entries.get(build.id)
         status = status_of(entry) if entry else fallback_status(build, order, tickets)

@@ -317,8 +317,30 @@ async def test_a_queued_build_shows_its_place_in_the_queue(gateway: Gateway) -> 
         ).get_json()
         assert listed["builds"][0]["queue"]["position"] == 1
 
-        # Running: no longer queued.
+        # Given to a builder and running: no longer waiting.
+        assert await queue.assign(build_id, "builder-1", 1, 1)
         await BuildStore(redis).update(build_id, state=BuildState.RUNNING)
+        shown = await (await gateway.client.get(f"/api/builds/{build_id}", headers=AUTH)).get_json()
+        assert shown["queue"] is None
+        waiting = await (await gateway.client.get("/api/queue", headers=AUTH)).get_json()
+        assert waiting["builds"] == []
+
+        # Its builder was lost: back at the front of the queue with its next attempt. It still
+        # says `running` (states never go back) and shows that it waits again.
+        await queue.requeue(build_id, 0.0, attempt=2, queued_at=NOW.timestamp())
+        await queue.write_snapshot([])
+        shown = await (await gateway.client.get(f"/api/builds/{build_id}", headers=AUTH)).get_json()
+        assert shown["state"] == "running"
+        assert (shown["queue"]["position"], shown["queue"]["reason"]) == (1, "no_free_slot")
+        listed = await (
+            await gateway.client.get(f"/api/projects/{project}/builds", headers=AUTH)
+        ).get_json()
+        assert listed["builds"][0]["queue"]["position"] == 1
+        waiting = await (await gateway.client.get("/api/queue", headers=AUTH)).get_json()
+        assert [b["build_id"] for b in waiting["builds"]] == [build_id]
+
+        # It ended: never shown waiting, even if something left it in the queue.
+        await BuildStore(redis).update(build_id, state=BuildState.FAILED)
         shown = await (await gateway.client.get(f"/api/builds/{build_id}", headers=AUTH)).get_json()
         assert shown["queue"] is None
     finally:
