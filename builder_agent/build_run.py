@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gobuild.builder_agent.container import PendingRemovals
+from gobuild.builder_agent.container import ExecSession, PendingRemovals
 from gobuild.builder_agent.log_stream import LogStreamer
 from gobuild.builder_agent.resource_sampler import ResourceSample
 from gobuild.platform.build_state import BuildState
@@ -62,6 +62,9 @@ class BuildRun:
     removals: PendingRemovals = field(default_factory=PendingRemovals)
     # How many status and completion events of this attempt were numbered (`seq` of events).
     events_numbered: int = 0
+    # The clone container, kept after the checkout for the steps to run in: one container
+    # started per build instead of two (GOBUILD_BUILD_STEPS_IN_CLONE_CONTAINER).
+    clone_session: ExecSession | None = None
 
     @property
     def build_id(self) -> str:
@@ -73,6 +76,15 @@ class BuildRun:
 
     def elapsed(self) -> float:
         return asyncio.get_running_loop().time() - self.started
+
+    def keep_clone_session(self, session: ExecSession) -> None:
+        self.clone_session = session
+
+    def release_clone_session(self) -> None:
+        """Remove the kept clone container (in the background, with the build's removals)."""
+        if self.clone_session is not None:
+            self.clone_session.release(self.removals)
+            self.clone_session = None
 
     def next_event_seq(self) -> int:
         """The number of this attempt's next status or completion event (1 first)."""

@@ -3,7 +3,8 @@
 Git never runs on the builder itself: it runs in a clone container of the build image, as the
 build user, without capabilities or new privileges, under the build's memory, CPU and process
 limits and on the build network (as Woodpecker's clone step does). A local repository is the
-one folder mounted into it, read-only, at /source, with no network at all. So a checkout reads
+one folder mounted into it, read-only, at /source, with no network at all (unless the container
+is kept for the build's steps: then it is on the build network they need). So a checkout reads
 nothing on the host that it was not given and reaches nothing a build could not.
 
 `open_remote` applies the repository-URL policy right before the repository is contacted: the
@@ -24,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -315,13 +316,16 @@ async def git_session(
     hand_over: bool = True,
     trust_source: bool = True,
     removals: PendingRemovals | None = None,
+    keep: Callable[[ExecSession], None] | None = None,
 ) -> AsyncIterator[GitSession]:
     """A clone container for `remote` with `folder` (handed to the build user first, unless
     `hand_over` is False) as its workspace; ContainerError becomes CheckoutError.
 
     For a local repository git is told to trust /source first, unless `trust_source` is False
     (the caller's first command does it). After a block that ends normally the container is
-    removed by `removals` in the background, if given (see `exec_session`)."""
+    removed by `removals` in the background, if given, or handed to `keep` (see
+    `exec_session`): a container kept for the build's steps is on the build network, also for
+    a local repository."""
     container = remote.container
     local = remote.local_path is not None
     spec = StepSpec(
@@ -333,7 +337,7 @@ async def git_session(
         cpus=container.cpus,
         pids_limit=container.pids_limit,
         user=container.user,
-        network="none" if local else container.network,
+        network="none" if local and keep is None else container.network,
         labels={**container.labels, LABEL_STEP: purpose},
         name_hint=purpose,
         read_only_mounts={
@@ -345,7 +349,7 @@ async def git_session(
     try:
         if hand_over:
             await hand_workspace_to(folder, container.user)
-        async with exec_session(container.client, spec, removals=removals) as session:
+        async with exec_session(container.client, spec, removals=removals, keep=keep) as session:
             git = GitSession(remote, session, deadline)
             if local and trust_source:
                 await git("config", "--global", "safe.directory", SOURCE_MOUNT)
@@ -501,11 +505,13 @@ async def checkout_with_facts(
     head_of: str | None = None,
     contained_in: str | None = None,
     removals: PendingRemovals | None = None,
+    keep: Callable[[ExecSession], None] | None = None,
 ) -> CheckoutFacts:
     """`checkout`, and in the same clone container: the head of branch `head_of` on the
     remote right after the fetch, and whether commit `contained_in` is the checked-out commit
-    or a descendant of it. One container and, usually, one exec for all of it; the container
-    is removed by `removals` in the background once done, if given.
+    or a descendant of it. One container and, usually, one exec for all of it; once done the
+    container is handed to `keep` if given (for the build's steps), else removed by
+    `removals` in the background if given.
     """
     sha = validate_commit_sha(commit_sha) if commit_sha else None
     target = _fetch_target(ref, branch)
@@ -526,6 +532,7 @@ async def checkout_with_facts(
             timeout=timeout,
             trust_source=False,
             removals=removals,
+            keep=keep,
         ) as git,
     ):
         # Protocol v2 servers hand out any commit by SHA: one shallow fetch of exactly it.

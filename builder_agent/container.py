@@ -2,7 +2,9 @@
 
 The container has no capabilities, no new privileges, no Docker socket, limits on memory (no
 swap), CPU and processes, and runs as the configured build user. It is killed at the deadline
-or when the build is cancelled, and removed on every path out of `run_step`.
+or when the build is cancelled, and removed on every path out of `run_step`. A step may also
+run in an exec session's container (`run_step_in`): the build's clone container, kept for its
+steps when they need nothing else, so a build starts one container instead of two.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ MAX_LINE_BYTES = 64 * 1024
 _QUEUE_SIZE = 1024
 # After a kill, how long the remaining output may take to arrive.
 _DRAIN_SECONDS = 10.0
+# After an exec'd step's command ended, how long its output may take to end (a process it left
+# in the background may keep it open; what that process writes later is not the step's).
+_AFTER_EXIT_SECONDS = 1.0
 _DOCKER_CALL_SECONDS = 60.0
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 # Docker's own networks (and `container:<id>`) are used as they are, never created.
@@ -487,6 +492,70 @@ async def ensure_build_network(client: docker.DockerClient, name: str) -> None:
         )
 
 
+@dataclass
+class _Followed:
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+def _start_pump(frames: Any, name: str) -> tuple[asyncio.Queue[Any], threading.Event]:
+    """The output frames of a container or exec, moved by a thread of their own (not the
+    default executor: it blocks for as long as the command runs) into an asyncio queue."""
+    queue: asyncio.Queue[tuple[Stream, bytes] | None] = asyncio.Queue(_QUEUE_SIZE)
+    stop = threading.Event()
+    threading.Thread(
+        target=_pump,
+        args=(frames, asyncio.get_running_loop(), queue, stop),
+        name=f"pump-{name}",
+        daemon=True,
+    ).start()
+    return queue, stop
+
+
+async def _follow(
+    queue: asyncio.Queue[tuple[Stream, bytes] | None],
+    container: Container,
+    *,
+    on_line: LineCallback,
+    deadline: float | None,
+    cancel: asyncio.Event | None,
+    exited: Awaitable[None] | None = None,
+) -> _Followed:
+    """Forward the output lines until it ends; kill `container` at the deadline or when
+    `cancel` is set, and still forward what was written before the kill. With `exited` (the
+    command's end), following also stops shortly after the command ended: a process it left
+    in the background may hold its output open."""
+    loop = asyncio.get_running_loop()
+    followed = _Followed()
+    forward = asyncio.ensure_future(_forward_lines(queue, on_line))
+    waiters: set[asyncio.Future[Any]] = {forward}
+    cancel_wait = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+    if cancel_wait is not None:
+        waiters.add(cancel_wait)
+    exit_wait = asyncio.ensure_future(exited) if exited is not None else None
+    if exit_wait is not None:
+        waiters.add(exit_wait)
+    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if forward not in done and exit_wait is not None and exit_wait in done:
+            with contextlib.suppress(TimeoutError):
+                await wait_within(asyncio.shield(forward), _AFTER_EXIT_SECONDS)
+        elif forward not in done:
+            followed.cancelled = cancel_wait is not None and cancel_wait in done
+            followed.timed_out = not followed.cancelled
+            await _call(_kill, container)
+            # What the step wrote before it was killed still belongs in the log.
+            with contextlib.suppress(TimeoutError):
+                await wait_within(asyncio.shield(forward), _DRAIN_SECONDS)
+        if forward.done():
+            forward.result()  # an error of `on_line` is the caller's to see
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return followed
+
+
 async def run_step(
     client: docker.DockerClient,
     spec: StepSpec,
@@ -504,12 +573,11 @@ async def run_step(
     or, once it has stopped and `removals` is given, by `removals` in the background.
     `on_started` is told the container once it runs (to sample its resource use).
     """
-    loop = asyncio.get_running_loop()
     started = time.monotonic()
     name = _container_name(spec)
     container: Container | None = None
     creating: list[asyncio.Future[Any]] = []
-    stop_pump = threading.Event()
+    stop_pump: threading.Event | None = None
     frames: Any = None
     stopped = False
     try:
@@ -526,41 +594,16 @@ async def run_step(
                 container.id, stdout=True, stderr=True, stream=True, demux=True
             )
         )
-        queue: asyncio.Queue[tuple[Stream, bytes] | None] = asyncio.Queue(_QUEUE_SIZE)
-        # A thread of its own (not the default executor): it blocks for as long as the step runs.
-        threading.Thread(
-            target=_pump, args=(frames, loop, queue, stop_pump), name=f"pump-{name}", daemon=True
-        ).start()
+        queue, stop_pump = _start_pump(frames, name)
         try:
             await _call(container.start)
         except docker.errors.APIError as exc:
             raise ContainerError(f"could not start the container: {exc.explanation}") from None
         if on_started is not None:
             on_started(container)
-
-        forward = asyncio.ensure_future(_forward_lines(queue, on_line))
-        waiters: set[asyncio.Future[Any]] = {forward}
-        cancel_wait = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
-        if cancel_wait is not None:
-            waiters.add(cancel_wait)
-        timeout = None if deadline is None else max(0.0, deadline - loop.time())
-        timed_out = cancelled = False
-        try:
-            done, _ = await asyncio.wait(
-                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if forward not in done:
-                cancelled = cancel_wait is not None and cancel_wait in done
-                timed_out = not cancelled
-                await _call(_kill, container)
-                # What the step wrote before it was killed still belongs in the log.
-                with contextlib.suppress(TimeoutError):
-                    await wait_within(asyncio.shield(forward), _DRAIN_SECONDS)
-            if forward.done():
-                forward.result()  # an error of `on_line` is the caller's to see
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        followed = await _follow(
+            queue, container, on_line=on_line, deadline=deadline, cancel=cancel
+        )
         status = await _call(container.wait)
         stopped = True
         await _call(container.reload)
@@ -568,12 +611,13 @@ async def run_step(
         return StepResult(
             exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
             oom_killed=bool(state.get("OOMKilled", False)),
-            timed_out=timed_out,
-            cancelled=cancelled,
+            timed_out=followed.timed_out,
+            cancelled=followed.cancelled,
             duration_seconds=time.monotonic() - started,
         )
     finally:
-        stop_pump.set()
+        if stop_pump is not None:
+            stop_pump.set()
         try:
             if stopped and removals is not None:
                 removals.remove(client, container, name)
@@ -588,6 +632,117 @@ async def run_step(
             if frames is not None:
                 with contextlib.suppress(Exception):
                     frames.close()
+
+
+async def run_step_in(
+    session: ExecSession,
+    spec: StepSpec,
+    *,
+    on_line: LineCallback,
+    deadline: float | None = None,
+    cancel: asyncio.Event | None = None,
+    on_started: Callable[[Container], None] | None = None,
+) -> StepResult:
+    """`run_step`, with `spec.command` exec'd in the running container of `session` (the
+    build's clone container, kept for its steps) instead of a container of its own: `spec`
+    gives the command, user, environment and working folder; the session's container its
+    image, limits, mounts and network. At the deadline or on cancel the container is killed
+    with the step (the build ends there); the session's owner removes it."""
+    started = time.monotonic()
+    client, container = session.client, session.container
+    stop_pump: threading.Event | None = None
+    frames: Any = None
+    try:
+        try:
+            created = await _call(
+                lambda: client.api.exec_create(
+                    container.id,
+                    ["sh", "-c", spec.command],
+                    stdout=True,
+                    stderr=True,
+                    stdin=False,
+                    tty=False,
+                    user=spec.user,
+                    environment=dict(spec.env),
+                    workdir=spec.workdir,
+                )
+            )
+            # The output stream is the exec's own start: not a byte of it is missed.
+            frames = await _call(
+                lambda: client.api.exec_start(created["Id"], stream=True, demux=True)
+            )
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"could not start the step: {exc.explanation or exc}") from None
+        queue, stop_pump = _start_pump(frames, f"{container.name}-{spec.name_hint}")
+        if on_started is not None:
+            on_started(container)
+        followed = await _follow(
+            queue,
+            container,
+            on_line=on_line,
+            deadline=deadline,
+            cancel=cancel,
+            exited=_exec_ended(client, created["Id"]),
+        )
+        code = await _exit_code(client, created["Id"])
+        failed = code != 0 and not (followed.timed_out or followed.cancelled)
+        return StepResult(
+            exit_code=-1 if code is None else code,
+            # Docker flags only a container's main process as killed for its memory: an exec'd
+            # one is looked up in the container's cgroup (this container's first failure).
+            oom_killed=failed and await _oom_kills(session) > 0,
+            timed_out=followed.timed_out,
+            cancelled=followed.cancelled,
+            duration_seconds=time.monotonic() - started,
+        )
+    finally:
+        if stop_pump is not None:
+            stop_pump.set()
+        if frames is not None:
+            with contextlib.suppress(Exception):
+                frames.close()
+
+
+_OOM_KILLS = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
+
+
+async def _oom_kills(session: ExecSession) -> int:
+    """How many processes of the session's container the kernel killed for its memory limit
+    (cgroup v2 `memory.events`, v1 `memory.oom_control`); 0 if that cannot be read."""
+    argv = ["cat", "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+    try:
+        result = await _call(
+            _exec, session.client, session.container.id, argv, session.spec.user, {}
+        )
+    except docker.errors.APIError:
+        return 0
+    return sum(int(count) for count in _OOM_KILLS.findall(result.stdout))
+
+
+async def _exec_ended(client: docker.DockerClient, exec_id: str) -> None:
+    """Return once the exec's command ended (looked up ever less often, at most every second:
+    its output's end is what usually tells it first)."""
+    delay = 0.1
+    while True:
+        details = await _call(client.api.exec_inspect, exec_id)
+        # Not running and no exit code yet: not started yet.
+        if not details.get("Running") and details.get("ExitCode") is not None:
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+async def _exit_code(client: docker.DockerClient, exec_id: str) -> int | None:
+    """The exit code of an exec whose output ended (the engine may record it a moment later);
+    None if it has none (its container was killed)."""
+    for _ in range(50):
+        details = await _call(client.api.exec_inspect, exec_id)
+        if not details.get("Running") and details.get("ExitCode") is not None:
+            return int(details["ExitCode"])
+        if not details.get("Running"):
+            return None
+        await asyncio.sleep(0.02)
+    return None
 
 
 async def remove_build_containers(
@@ -652,6 +807,11 @@ class ExecSession:
         self.container = container
         self.spec = spec
 
+    def release(self, removals: PendingRemovals) -> None:
+        """Remove the container of a session that was kept after its block (in the
+        background, by `removals`)."""
+        removals.remove(self.client, self.container, self.container.name)
+
     async def run(
         self, argv: Sequence[str], *, env: Mapping[str, str], timeout: float
     ) -> ExecResult:
@@ -668,12 +828,16 @@ class ExecSession:
 
 @contextlib.asynccontextmanager
 async def exec_session(
-    client: docker.DockerClient, spec: StepSpec, *, removals: PendingRemovals | None = None
+    client: docker.DockerClient,
+    spec: StepSpec,
+    *,
+    removals: PendingRemovals | None = None,
+    keep: Callable[[ExecSession], None] | None = None,
 ) -> AsyncIterator[ExecSession]:
     """A container made from `spec` (its command aside) that idles until the block ends, for
     commands to be exec'd in; removed on every way out, as `run_step`'s are. When the block
-    ends normally (every command has returned) and `removals` is given, it is removed by
-    `removals` in the background."""
+    ends normally (every command has returned), it is handed to `keep` if given (which then
+    owns it: `ExecSession.release`), else removed by `removals` in the background if given."""
     name = _container_name(spec)
     container: Container | None = None
     creating: list[asyncio.Future[Any]] = []
@@ -688,10 +852,13 @@ async def exec_session(
             raise ContainerError(f"image {spec.image!r} is not available on this builder") from None
         except docker.errors.APIError as exc:
             raise ContainerError(f"could not start the container: {exc.explanation}") from None
-        yield ExecSession(client, container, spec)
+        session = ExecSession(client, container, spec)
+        yield session
         finished = True
     finally:
-        if finished and removals is not None:
+        if finished and keep is not None:
+            keep(session)  # its owner removes it
+        elif finished and removals is not None:
             removals.remove(client, container, name)
         else:
             removal = asyncio.ensure_future(_remove_once_created(client, creating, container, name))

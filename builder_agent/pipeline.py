@@ -20,6 +20,7 @@ from gobuild.builder_agent.ca_trust import NO_EXTRA_TRUST, BuildCaTrust
 from gobuild.builder_agent.checkout import CheckoutError, CheckoutFacts, GitRemote, redact_url
 from gobuild.builder_agent.container import (
     ContainerError,
+    ExecSession,
     ensure_image,
     hand_workspace_to,
     normalize_image,
@@ -87,6 +88,7 @@ class BuildPipeline:
             outcome = await self._outcome(run)
         finally:
             # A build holds no container once it ends, even one that was being removed.
+            run.release_clone_session()
             await run.removals.wait()
         if outcome.reason:
             # The reason is shown beside the log (and in alerts): its secrets are masked too.
@@ -133,6 +135,8 @@ class BuildPipeline:
             run.deadline = run.started + plan.timeout_seconds
             run.timeout_seconds = plan.timeout_seconds
         await self._describe_plan(run, plan)
+        if plan.dockerfile or not plan.steps:
+            run.release_clone_session()  # not needed (a Dockerfile's image may take a while)
 
         image = plan.image
         caches: RunCaches | None = None
@@ -144,10 +148,12 @@ class BuildPipeline:
                 await guard(run, caches.restore_dependencies())
                 plan = replace(plan, env={**caches.env, **plan.env})
             await hand_workspace_to(run.workspace, settings.build_user)
+        session = self._session_for_steps(run, plan, image)
         for step, command in plan.steps:
             if caches is not None and step != "install":
                 await guard(run, caches.restore_build_folders())
-            await self.steps.run(run, plan, image, step, command)
+            await self.steps.run(run, plan, image, step, command, session=session)
+        run.release_clone_session()
 
         await self.reporter.status(run, BuildState.RUNNING, step="upload")
         # Checked again: the steps may have replaced the folder with a link out of the workspace.
@@ -173,6 +179,26 @@ class BuildPipeline:
             deployment_id=deployment.id,
             deployment_url=deployment.url,
         )
+
+    @staticmethod
+    def _session_for_steps(run: BuildRun, plan: BuildPlan, image: str) -> ExecSession | None:
+        """The clone container kept after the checkout, if the steps can run in it: the image
+        they run in is its image (by name: not a `dockerfile`'s, not a fresh pull), with the
+        same limits. Otherwise it is removed now and each step gets a container of its own."""
+        session = run.clone_session
+        if session is None:
+            return None
+        spec = session.spec
+        if (
+            plan.steps
+            and not plan.dockerfile
+            and image == spec.image
+            and (plan.memory_mb, plan.cpus, plan.pids_limit)
+            == (spec.memory_mb, spec.cpus, spec.pids_limit)
+        ):
+            return session
+        run.release_clone_session()
+        return None
 
     async def _step_image(self, run: BuildRun, plan: BuildPlan) -> tuple[str, str]:
         """The image the steps run in, and the name dependency caches are keyed by."""

@@ -4,6 +4,7 @@ decrypted right before git needs them, and checked out by git in a clone contain
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import docker
 
@@ -54,11 +55,17 @@ class SourceCheckout:
         return await open_remote(
             request.repo_url,
             policy=RepoSourcePolicy.for_settings(self.settings, trusted=request.trusted_source),
-            container=CloneContainer.for_settings(
-                self.docker,
-                self.settings,
-                labels={LABEL_BUILD_ID: run.build_id, LABEL_BUILDER_ID: self.builder_id},
-                ca_trust=self.ca_trust,
+            container=replace(
+                CloneContainer.for_settings(
+                    self.docker,
+                    self.settings,
+                    labels={LABEL_BUILD_ID: run.build_id, LABEL_BUILDER_ID: self.builder_id},
+                    ca_trust=self.ca_trust,
+                ),
+                # The build's own limits (its project's): the steps may run in this container.
+                memory_mb=request.config.memory_mb,
+                cpus=request.config.cpus,
+                pids_limit=request.config.pids_limit,
             ),
             credentials=userinfo,
         )
@@ -75,6 +82,8 @@ class SourceCheckout:
         look up branch `head_of` on the remote and whether commit `contained_in` contains the
         one checked out (`checkout_with_facts`)."""
         request, container = run.request, remote.container
+        # Kept for the steps: then also a local repository's checkout is on the build network.
+        keep = run.keep_clone_session if self.settings.build_steps_in_clone_container else None
         await ensure_image(
             self.docker,
             container.image,
@@ -82,11 +91,10 @@ class SourceCheckout:
             timeout=self.settings.build_pull_timeout_seconds,
             on_pull=run.logs.system,
         )
-        reach = (
-            "the repository mounted read-only at /source, no network"
-            if remote.local_path is not None
-            else f"network {container.network}"
-        )
+        reach = f"network {container.network}"
+        if remote.local_path is not None:
+            network = "no network" if keep is None else reach
+            reach = f"the repository mounted read-only at /source, {network}"
         await run.logs.system(
             f"Checking out in a clone container: image {container.image}, user "
             f"{container.user}, {reach}"
@@ -102,4 +110,5 @@ class SourceCheckout:
             head_of=head_of,
             contained_in=contained_in,
             removals=run.removals,
+            keep=keep,
         )

@@ -1,5 +1,6 @@
-"""One build step: a command in a fresh, limited container with the build's environment,
-its secrets decrypted just before it runs, and its CPU and memory sampled while it runs."""
+"""One build step: a command in a fresh, limited container (or exec'd in the build's kept
+clone container, which has the same image and limits) with the build's environment, its
+secrets decrypted just before it runs, and its CPU and memory sampled while it runs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from gobuild.builder_agent.container import (
     LABEL_BUILD_ID,
     LABEL_BUILDER_ID,
     LABEL_STEP,
+    ExecSession,
     StepSpec,
     run_step,
+    run_step_in,
 )
 from gobuild.builder_agent.repo_config import BuildPlan
 from gobuild.builder_agent.reporter import BuildReporter
@@ -43,8 +46,17 @@ class StepRunner:
         self.ca_trust = ca_trust
 
     async def run(
-        self, run: BuildRun, plan: BuildPlan, image: str, step: str, command: str
+        self,
+        run: BuildRun,
+        plan: BuildPlan,
+        image: str,
+        step: str,
+        command: str,
+        *,
+        session: ExecSession | None = None,
     ) -> None:
+        """Run one step: in `session`'s container if given (see `run_step_in`), else in a
+        container of its own."""
         request, settings = run.request, self.settings
         await self.reporter.status(run, BuildState.RUNNING, step=step)
         secrets = await self._decrypt_secrets(run, plan)
@@ -86,15 +98,25 @@ class StepRunner:
             await self.reporter.resources(run, step, sample)
 
         async with sampling(report_sample) as sampler:
-            result = await run_step(
-                self.docker,
-                spec,
-                on_line=run.logs.write,
-                deadline=run.deadline,
-                cancel=run.cancel,
-                on_started=sampler.watch,
-                removals=run.removals,
-            )
+            if session is not None:
+                result = await run_step_in(
+                    session,
+                    spec,
+                    on_line=run.logs.write,
+                    deadline=run.deadline,
+                    cancel=run.cancel,
+                    on_started=sampler.watch,
+                )
+            else:
+                result = await run_step(
+                    self.docker,
+                    spec,
+                    on_line=run.logs.write,
+                    deadline=run.deadline,
+                    cancel=run.cancel,
+                    on_started=sampler.watch,
+                    removals=run.removals,
+                )
         if result.cancelled:
             raise BuildStopped(BuildState.CANCELLED, "cancelled")
         if result.timed_out:

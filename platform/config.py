@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # Created by the builder at start (a bridge without inter-container traffic) unless it
     # exists or is one of Docker's own (bridge, host, none).
     build_network: str = "gobuild-builds"
+    # The steps run in the build's clone container (kept after the checkout) when they need
+    # nothing it lacks: the same image and limits, no `dockerfile`. One container start per
+    # build instead of two; a local repository's checkout is then on the build network too.
+    # False: every step in a fresh container of its own.
+    build_steps_in_clone_container: bool = True
     # Extra certificate authorities (a PEM file) build and clone containers trust besides the
     # system ones, e.g. a TLS-inspecting proxy's; empty: only the image's own. `gobuild dev`
     # passes the host's bundle when this is unset.

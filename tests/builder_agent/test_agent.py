@@ -6,6 +6,7 @@ Real broker, Redis, Docker, git and the storage service (served by hypercorn) ta
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from gobuild.builder_agent.agent import Agent, consumer_group
-from gobuild.builder_agent.container import LABEL_BUILD_ID
+from gobuild.builder_agent.container import LABEL_BUILD_ID, LABEL_STEP
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.bus import EventProducer, decode_record, make_consumer, wait_for_topics
 from gobuild.platform.config import Settings
@@ -458,6 +459,63 @@ async def test_cancel_request_stops_the_running_build(
     assert completion.state == BuildState.CANCELLED
     assert seen.statuses[-1].state == BuildState.CANCELLED
     assert seen.deployments == []
+    assert leftover_containers(docker_client, request.build_id) == []
+
+
+def created_steps(client: docker.DockerClient, build_id: str, since: float) -> list[str]:
+    """The `gobuild.step` label of each container Docker created for the build, in order."""
+    events = client.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        filters={"type": "container", "event": "create", "label": f"{LABEL_BUILD_ID}={build_id}"},
+        decode=True,
+    )
+    return [event["Actor"]["Attributes"].get(LABEL_STEP, "") for event in events]
+
+
+TWO_STEPS = """
+install = "echo installed > /tmp/installed"
+build = "mkdir -p dist && cat /tmp/installed > dist/index.html"
+output = "dist"
+"""
+
+
+async def test_the_steps_run_in_the_clone_container_one_container_a_build(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    since = time.time()
+    sha = git_repo.commit({"gobuild.toml": TWO_STEPS})
+    request = await request_build(stack, git_repo, sha)
+
+    seen = await observe(stack, request.build_id)
+
+    # The build step read what the install step left in the container's /tmp.
+    assert [c.state for c in seen.completions] == [BuildState.SUCCEEDED], seen.log_lines
+    assert created_steps(docker_client, request.build_id, since) == ["checkout"]
+    assert leftover_containers(docker_client, request.build_id) == []
+
+
+async def test_with_steps_in_clone_containers_off_each_step_has_a_fresh_container(
+    stack: Stack, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    settings = stack.settings.model_copy(update={"build_steps_in_clone_container": False})
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await wait_until_ready(stack, settings.builder_id)
+        since = time.time()
+        sha = git_repo.commit({"gobuild.toml": TWO_STEPS})
+        request = await request_build(stack, git_repo, sha)
+        seen = await observe(stack, request.build_id)
+    finally:
+        agent.request_stop()
+        await asyncio.wait_for(task, 60)
+
+    # Nothing of the install step's container is left for the build step.
+    [completion] = seen.completions
+    assert completion.state == BuildState.FAILED
+    assert completion.error == "step 'build' exited with code 1"
+    assert created_steps(docker_client, request.build_id, since) == ["checkout", "install", "build"]
     assert leftover_containers(docker_client, request.build_id) == []
 
 

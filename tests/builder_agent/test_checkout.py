@@ -23,7 +23,7 @@ from gobuild.builder_agent.checkout import (
     redact_url,
     remote_branch_head,
 )
-from gobuild.builder_agent.container import LABEL_BUILD_ID
+from gobuild.builder_agent.container import LABEL_BUILD_ID, ExecSession, PendingRemovals
 from gobuild.platform.repo_url import RepoSourcePolicy
 from tests.conftest import BUILD_IMAGE, GitRepo, git
 from tests.git_http import docker_host_address, repositories_over_http
@@ -304,6 +304,47 @@ async def test_credentials_are_used_for_the_fetch_and_never_stored_in_the_worksp
     for folder, _, files in os.walk(tmp_path / "ws2" / ".git"):
         for name in files:
             assert b"s3cret-token" not in (Path(folder) / name).read_bytes()
+
+
+async def test_a_clone_container_kept_for_the_steps_holds_no_trace_of_the_credentials(
+    git_repo: GitRepo,
+    repository_server: int,
+    container: CloneContainer,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    git_repo.commit({"index.html": "private"})
+    git(git_repo.bare, "update-server-info")
+    url = f"http://***@{docker_host_address(docker_client)}:{repository_server}/site.git"
+    remote = await open_remote(
+        url, policy=ADMIN, container=container, credentials="user:s3cret-token"
+    )
+    kept: list[ExecSession] = []
+    await checkout_with_facts(
+        remote,
+        tmp_path / "ws",
+        commit_sha=None,
+        ref=None,
+        branch="main",
+        timeout=60,
+        keep=kept.append,
+    )
+    [session] = kept
+    removals = PendingRemovals()
+    try:
+        # What a step in it could read: every file, every process's command line and
+        # environment (the pattern is spelled so that grep's own command line does not match).
+        search = (
+            "grep -rls 's3cret-toke[n]' / /proc/[0-9]*/cmdline /proc/[0-9]*/environ "
+            "--exclude-dir=proc --exclude-dir=sys 2>/dev/null; echo searched"
+        )
+        result = await session.run(["sh", "-c", search], env={}, timeout=120)
+    finally:
+        session.release(removals)
+        await removals.wait()
+
+    assert result.stdout.decode().split() == ["searched"]
+    assert docker_client.containers.list(all=True, filters={"id": session.container.id}) == []
 
 
 async def test_the_fetch_connects_only_to_the_address_the_policy_checked(

@@ -1,12 +1,14 @@
-"""Build steps in Docker: streamed output, exit codes, limits, deadline, cancel and clean-up;
-the image policy and the build network."""
+"""Build steps in Docker, in a container of their own or exec'd in the build's kept clone
+container: streamed output, exit codes, limits, deadline, cancel and clean-up; the image policy
+and the build network."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -20,8 +22,10 @@ from gobuild.builder_agent.container import (
     StepSpec,
     ensure_build_network,
     ensure_image,
+    exec_session,
     hand_workspace_to,
     run_step,
+    run_step_in,
 )
 from tests.conftest import BUILD_IMAGE, wait_until
 
@@ -62,6 +66,24 @@ def containers_labelled(client: docker.DockerClient, step: StepSpec) -> list[obj
     return client.containers.list(all=True, filters={"label": label})
 
 
+Runner = Callable[..., Awaitable[StepResult]]
+
+
+@pytest.fixture(params=["own container", "clone container"])
+def run(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> Runner:
+    """A step run in a container of its own (`run_step`), or exec'd in a running one (the
+    build's kept clone container: `run_step_in`), removed with its session afterwards."""
+
+    async def in_own_container(step: StepSpec, **options: Any) -> StepResult:
+        return await run_step(docker_client, step, **options)
+
+    async def in_clone_container(step: StepSpec, **options: Any) -> StepResult:
+        async with exec_session(docker_client, step) as session:
+            return await run_step_in(session, step, **options)
+
+    return in_own_container if request.param == "own container" else in_clone_container
+
+
 @pytest.fixture
 async def workspace(tmp_path: Path) -> Path:
     folder = tmp_path / "ws"
@@ -71,7 +93,7 @@ async def workspace(tmp_path: Path) -> Path:
 
 
 async def test_stdout_and_stderr_lines_arrive_in_order(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     console = Console()
     command = (
@@ -82,7 +104,7 @@ async def test_stdout_and_stderr_lines_arrive_in_order(
     )
     step = spec(workspace, command)
 
-    result = await run_step(docker_client, step, on_line=console)
+    result = await run(step, on_line=console)
 
     assert result == StepResult(exit_code=0, duration_seconds=result.duration_seconds)
     assert console.lines == [
@@ -96,13 +118,11 @@ async def test_stdout_and_stderr_lines_arrive_in_order(
 
 
 async def test_non_zero_exit_code_is_reported(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     console = Console()
 
-    result = await run_step(
-        docker_client, spec(workspace, "echo failing >&2; exit 3"), on_line=console
-    )
+    result = await run(spec(workspace, "echo failing >&2; exit 3"), on_line=console)
 
     assert result.exit_code == 3
     assert not (result.oom_killed or result.timed_out or result.cancelled)
@@ -110,7 +130,7 @@ async def test_non_zero_exit_code_is_reported(
 
 
 async def test_step_runs_as_the_build_user_without_privileges_or_docker_socket(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     console = Console()
     command = (
@@ -119,9 +139,7 @@ async def test_step_runs_as_the_build_user_without_privileges_or_docker_socket(
         "echo built > /workspace/out.txt"
     )
 
-    result = await run_step(
-        docker_client, spec(workspace, command, env={"HOME": "/tmp"}), on_line=console
-    )
+    result = await run(spec(workspace, command, env={"HOME": "/tmp"}), on_line=console)
 
     assert result.exit_code == 0
     assert console.of("stdout") == [
@@ -135,27 +153,25 @@ async def test_step_runs_as_the_build_user_without_privileges_or_docker_socket(
 
 
 async def test_memory_limit_exceeded_is_reported_as_oom(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     command = 'python3 -c "b = bytearray(512*1024*1024); print(len(b))"'
 
-    result = await run_step(
-        docker_client, spec(workspace, command, memory_mb=64), on_line=Console()
-    )
+    result = await run(spec(workspace, command, memory_mb=64), on_line=Console())
 
     assert result.oom_killed
     assert result.exit_code == 137
 
 
 async def test_deadline_kills_the_step_and_removes_the_container(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     console = Console()
     step = spec(workspace, "echo started; sleep 60")
     loop = asyncio.get_running_loop()
     began = loop.time()
 
-    result = await run_step(docker_client, step, on_line=console, deadline=began + 2)
+    result = await run(step, on_line=console, deadline=began + 2)
 
     assert result.timed_out and not result.cancelled
     assert loop.time() - began < 15
@@ -164,24 +180,38 @@ async def test_deadline_kills_the_step_and_removes_the_container(
 
 
 async def test_cancel_event_kills_the_step(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     cancel = asyncio.Event()
     step = spec(workspace, "sleep 60")
     asyncio.get_running_loop().call_later(1.5, cancel.set)
 
-    result = await run_step(docker_client, step, on_line=Console(), cancel=cancel)
+    result = await run(step, on_line=Console(), cancel=cancel)
 
     assert result.cancelled and not result.timed_out
     assert containers_labelled(docker_client, step) == []
 
 
+async def test_a_step_ends_when_its_command_ends_though_a_process_it_started_runs_on(
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
+) -> None:
+    console = Console()
+    # The background process keeps the step's output open.
+    step = spec(workspace, "sleep 60 & echo started; exit 4")
+
+    result = await run(step, on_line=console, deadline=asyncio.get_running_loop().time() + 30)
+
+    assert result.exit_code == 4 and not result.timed_out
+    assert result.duration_seconds < 10
+    assert console.lines == [("stdout", "started")]
+
+
 async def test_cancelling_the_task_still_removes_the_container(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     console = Console()
     step = spec(workspace, "echo running; sleep 60")
-    task = asyncio.create_task(run_step(docker_client, step, on_line=console))
+    task = asyncio.create_task(run(step, on_line=console))
     await wait_until(lambda: console.lines, timeout=10, message="the step never printed")
     assert console.lines == [("stdout", "running")]
 
@@ -236,12 +266,12 @@ async def test_missing_image_is_a_clear_error_and_nothing_is_pulled(
 
 
 async def test_a_huge_line_is_kept_bounded_and_the_next_line_arrives_whole(
-    docker_client: docker.DockerClient, workspace: Path
+    docker_client: docker.DockerClient, workspace: Path, run: Runner
 ) -> None:
     console = Console()
     command = "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo next"
 
-    result = await run_step(docker_client, spec(workspace, command), on_line=console)
+    result = await run(spec(workspace, command), on_line=console)
 
     assert result.exit_code == 0
     assert console.lines == [("stdout", "x" * MAX_LINE_BYTES), ("stdout", "next")]

@@ -15,6 +15,7 @@ import docker
 import httpx
 import pytest
 
+from gobuild.platform.config import Settings
 from tests.conftest import BUILD_IMAGE, GitRepo, git
 from tests.e2e.stack import Stack
 from tests.git_http import docker_host_address, repositories_over_http
@@ -31,9 +32,12 @@ cp index.html dist/
 '''
 output = "dist"
 """
+BUILD_NETWORK = Settings.model_fields["build_network"].default
+# The clone container is kept for the steps (GOBUILD_BUILD_STEPS_IN_CLONE_CONTAINER): it is on
+# the build network they need.
 CLONED_LOCALLY = (
     f"Checking out in a clone container: image {BUILD_IMAGE}, user 1000:1000, "
-    "the repository mounted read-only at /source, no network"
+    f"the repository mounted read-only at /source, network {BUILD_NETWORK}"
 )
 
 
