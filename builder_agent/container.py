@@ -494,8 +494,20 @@ async def ensure_build_network(client: docker.DockerClient, name: str) -> None:
 
 @dataclass
 class _Followed:
+    """How following a step's output ended, and when the step began (`time.monotonic()`)."""
+
+    started: float
     timed_out: bool = False
     cancelled: bool = False
+
+    def result(self, exit_code: int, *, oom_killed: bool) -> StepResult:
+        return StepResult(
+            exit_code=exit_code,
+            oom_killed=oom_killed,
+            timed_out=self.timed_out,
+            cancelled=self.cancelled,
+            duration_seconds=time.monotonic() - self.started,
+        )
 
 
 def _start_pump(frames: Any, name: str) -> tuple[asyncio.Queue[Any], threading.Event]:
@@ -519,6 +531,7 @@ async def _follow(
     on_line: LineCallback,
     deadline: float | None,
     cancel: asyncio.Event | None,
+    started: float,
     exited: Awaitable[None] | None = None,
 ) -> _Followed:
     """Forward the output lines until it ends; kill `container` at the deadline or when
@@ -526,7 +539,7 @@ async def _follow(
     command's end), following also stops shortly after the command ended: a process it left
     in the background may hold its output open."""
     loop = asyncio.get_running_loop()
-    followed = _Followed()
+    followed = _Followed(started)
     forward = asyncio.ensure_future(_forward_lines(queue, on_line))
     waiters: set[asyncio.Future[Any]] = {forward}
     cancel_wait = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
@@ -602,18 +615,15 @@ async def run_step(
         if on_started is not None:
             on_started(container)
         followed = await _follow(
-            queue, container, on_line=on_line, deadline=deadline, cancel=cancel
+            queue, container, on_line=on_line, deadline=deadline, cancel=cancel, started=started
         )
         status = await _call(container.wait)
         stopped = True
         await _call(container.reload)
         state = container.attrs.get("State", {})
-        return StepResult(
-            exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
+        return followed.result(
+            int(status.get("StatusCode", state.get("ExitCode", -1))),
             oom_killed=bool(state.get("OOMKilled", False)),
-            timed_out=followed.timed_out,
-            cancelled=followed.cancelled,
-            duration_seconds=time.monotonic() - started,
         )
     finally:
         if stop_pump is not None:
@@ -682,18 +692,16 @@ async def run_step_in(
             on_line=on_line,
             deadline=deadline,
             cancel=cancel,
+            started=started,
             exited=_exec_ended(client, created["Id"]),
         )
         code = await _exit_code(client, created["Id"])
         failed = code != 0 and not (followed.timed_out or followed.cancelled)
-        return StepResult(
-            exit_code=-1 if code is None else code,
+        return followed.result(
+            -1 if code is None else code,
             # Docker flags only a container's main process as killed for its memory: an exec'd
             # one is looked up in the container's cgroup (this container's first failure).
             oom_killed=failed and await _oom_kills(session) > 0,
-            timed_out=followed.timed_out,
-            cancelled=followed.cancelled,
-            duration_seconds=time.monotonic() - started,
         )
     finally:
         if stop_pump is not None:

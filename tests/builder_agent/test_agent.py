@@ -6,6 +6,7 @@ Real broker, Redis, Docker, git and the storage service (served by hypercorn) ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -275,16 +276,27 @@ async def wait_for_log_line(stack: Stack, build_id: str, wanted: tuple[str, str]
         await consumer.stop()
 
 
-@pytest.fixture
-async def agent(stack: Stack) -> AsyncIterator[Agent]:
-    agent = Agent(stack.settings)
+@contextlib.asynccontextmanager
+async def running_agent(
+    stack: Stack, settings: Settings, *, ready: bool = True
+) -> AsyncIterator[Agent]:
+    """An agent with `settings`, running until the block ends; the block begins once it is
+    ready, unless `ready` is False."""
+    agent = Agent(settings)
     task = asyncio.create_task(agent.run())
     try:
-        await wait_until_ready(stack, agent.builder_id)
+        if ready:
+            await wait_until_ready(stack, agent.builder_id)
         yield agent
     finally:
         agent.request_stop()
         await asyncio.wait_for(task, 60)
+
+
+@pytest.fixture
+async def agent(stack: Stack) -> AsyncIterator[Agent]:
+    async with running_agent(stack, stack.settings) as agent:
+        yield agent
 
 
 def leftover_containers(client: docker.DockerClient, build_id: str) -> list[object]:
@@ -499,17 +511,11 @@ async def test_with_steps_in_clone_containers_off_each_step_has_a_fresh_containe
     stack: Stack, git_repo: GitRepo, docker_client: docker.DockerClient
 ) -> None:
     settings = stack.settings.model_copy(update={"build_steps_in_clone_container": False})
-    agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
-        await wait_until_ready(stack, settings.builder_id)
+    async with running_agent(stack, settings):
         since = time.time()
         sha = git_repo.commit({"gobuild.toml": TWO_STEPS})
         request = await request_build(stack, git_repo, sha)
         seen = await observe(stack, request.build_id)
-    finally:
-        agent.request_stop()
-        await asyncio.wait_for(task, 60)
 
     # Nothing of the install step's container is left for the build step.
     [completion] = seen.completions
@@ -743,22 +749,14 @@ async def test_a_builder_restarted_before_its_first_job_runs_the_job_sent_while_
 ) -> None:
     # A new builder, so its group has no committed offsets: it starts reading at the end.
     settings = stack.settings.model_copy(update={"builder_id": f"fresh-{uuid.uuid4().hex[:6]}"})
-    first = Agent(settings)
-    task = asyncio.create_task(first.run())
-    await wait_until_ready(stack, settings.builder_id)
-    first.request_stop()
-    await asyncio.wait_for(task, 60)
+    async with running_agent(stack, settings):
+        pass
 
     # Given to it while it was down (its heartbeat had not expired yet).
     sha = git_repo.commit({"index.html": "<p>sent while down</p>"})
     job = await request_build(stack, git_repo, sha, builder_id=settings.builder_id)
-    again = Agent(settings)
-    task = asyncio.create_task(again.run())
-    try:
+    async with running_agent(stack, settings, ready=False):
         seen = await observe(stack, job.build_id)
-    finally:
-        again.request_stop()
-        await asyncio.wait_for(task, 60)
     assert [completion.state for completion in seen.completions] == [BuildState.SUCCEEDED]
 
 

@@ -276,6 +276,16 @@ def repository_server(git_repo: GitRepo) -> Iterator[int]:
         yield port
 
 
+def serve_private_commit(
+    git_repo: GitRepo, repository_server: int, docker_client: docker.DockerClient
+) -> tuple[str, str]:
+    """A new commit of `git_repo`, served by `repository_server`: its SHA, and the URL a clone
+    container fetches it from (without the credentials)."""
+    tip = git_repo.commit({"index.html": "private"})
+    git(git_repo.bare, "update-server-info")
+    return tip, f"http://***@{docker_host_address(docker_client)}:{repository_server}/site.git"
+
+
 async def test_credentials_are_used_for_the_fetch_and_never_stored_in_the_workspace(
     git_repo: GitRepo,
     repository_server: int,
@@ -283,9 +293,7 @@ async def test_credentials_are_used_for_the_fetch_and_never_stored_in_the_worksp
     docker_client: docker.DockerClient,
     tmp_path: Path,
 ) -> None:
-    tip = git_repo.commit({"index.html": "private"})
-    git(git_repo.bare, "update-server-info")
-    url = f"http://***@{docker_host_address(docker_client)}:{repository_server}/site.git"
+    tip, url = serve_private_commit(git_repo, repository_server, docker_client)
     wrong = await open_remote(url, policy=ADMIN, container=container, credentials="user:wrong")
     with pytest.raises(CheckoutError):
         await checkout(
@@ -313,9 +321,7 @@ async def test_a_clone_container_kept_for_the_steps_holds_no_trace_of_the_creden
     docker_client: docker.DockerClient,
     tmp_path: Path,
 ) -> None:
-    git_repo.commit({"index.html": "private"})
-    git(git_repo.bare, "update-server-info")
-    url = f"http://***@{docker_host_address(docker_client)}:{repository_server}/site.git"
+    _, url = serve_private_commit(git_repo, repository_server, docker_client)
     remote = await open_remote(
         url, policy=ADMIN, container=container, credentials="user:s3cret-token"
     )
