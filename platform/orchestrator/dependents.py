@@ -9,6 +9,11 @@ A → B → C builds in order: C is triggered by B's success.
 A completion may be delivered more than once: each dependent build's id is derived from the
 build that succeeded and the dependent project, so it is recorded once however often the
 success is seen.
+
+A project reached twice (a diamond: A → B → D and A → C → D) builds once: D's build triggered
+by B waits in the queue while C still builds (C was queued before it), so when C succeeds it
+is still waiting and builds after both; C's success adds no second one. Only a dependent
+build that already started is followed by another.
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ async def trigger_dependents(
         return []
     recorded: list[tuple[Build, BuildTriggered]] = []
     for project in await dependents_of(projects, build.project_id):
+        waiting = await _waiting_dependency_build(builds, project)
+        if waiting is not None:
+            log.info(
+                "build %s of %s already waits to build after its dependencies; build %s of %s "
+                "adds none",
+                waiting.id,
+                project.name,
+                build.id,
+                build.project_id,
+            )
+            continue
         branch = project.production_branch
         dependent, trigger = new_build(
             project,
@@ -96,3 +112,12 @@ async def trigger_dependents(
     for _, trigger in recorded:
         await hand_over(trigger)
     return [dependent for dependent, _ in recorded]
+
+
+async def _waiting_dependency_build(builds: BuildStore, project: Project) -> Build | None:
+    """A build of `project` that a dependency's success triggered and that has not started
+    yet (it builds its production branch's head once it does), if there is one."""
+    for candidate in await builds.unfinished_for_project(project.id):
+        if candidate.source == "dependency" and candidate.state == BuildState.QUEUED:
+            return candidate
+    return None

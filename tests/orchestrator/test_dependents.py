@@ -86,6 +86,25 @@ async def builds_of(redis: aioredis.Redis, project: Project) -> list[Build]:
     return await BuildStore(redis).list_for_project(project.id)
 
 
+async def succeed(dispatcher: Dispatcher, build: Build) -> Build:
+    """The build runs and succeeds (a builder's events, applied as the orchestrator does)."""
+    for move in (BuildState.DISPATCHED, BuildState.RUNNING):
+        await dispatcher.builds.apply_status(
+            BuildStatusChanged(build_id=build.id, project_id=build.project_id, state=move)
+        )
+    done = await dispatcher.builds.apply_completion(
+        BuildCompleted(
+            build_id=build.id,
+            project_id=build.project_id,
+            state=BuildState.SUCCEEDED,
+            duration_seconds=1.0,
+            builder_id="builder-1",
+        )
+    )
+    assert done is not None
+    return done
+
+
 async def test_a_successful_production_build_queues_a_production_build_of_each_dependent(
     redis: aioredis.Redis, dispatcher: Dispatcher
 ) -> None:
@@ -151,28 +170,59 @@ async def test_a_chain_builds_in_order_each_triggered_by_the_success_before_it(
     assert b_build.project_id == b.id
     assert await builds_of(redis, c) == []
 
-    # B's build runs and succeeds (a builder's events, applied as the orchestrator does).
-    builds = dispatcher.builds
-    for move in (BuildState.DISPATCHED, BuildState.RUNNING):
-        await builds.apply_status(
-            BuildStatusChanged(build_id=b_build.id, project_id=b.id, state=move)
-        )
-    b_success = await builds.apply_completion(
-        BuildCompleted(
-            build_id=b_build.id,
-            project_id=b.id,
-            state=BuildState.SUCCEEDED,
-            duration_seconds=1.0,
-            builder_id="builder-1",
-        )
-    )
-    assert b_success is not None
+    b_success = await succeed(dispatcher, b_build)
     [c_build] = await trigger_dependents(
-        builds, dispatcher.projects, b_success, dispatcher.handle_trigger
+        dispatcher.builds, dispatcher.projects, b_success, dispatcher.handle_trigger
     )
 
     assert (c_build.project_id, c_build.triggered_by) == (c.id, b_build.id)
     assert [x.id for x in await builds_of(redis, c)] == [c_build.id]
+
+
+async def test_a_project_reached_twice_builds_once_after_both_while_its_build_still_waits(
+    redis: aioredis.Redis, dispatcher: Dispatcher
+) -> None:
+    # A diamond: d depends on b and c, which both depend on a.
+    a = await make_project(redis, "a")
+    b = await make_project(redis, "b", [a])
+    c = await make_project(redis, "c", [a])
+    d = await make_project(redis, "d", [b, c])
+
+    a_success = await ended_build(redis, a)
+    b_build, c_build = sorted(
+        await trigger_dependents(
+            dispatcher.builds, dispatcher.projects, a_success, dispatcher.handle_trigger
+        ),
+        key=lambda build: build.project_id != b.id,
+    )
+    [d_build] = await trigger_dependents(
+        dispatcher.builds,
+        dispatcher.projects,
+        await succeed(dispatcher, b_build),
+        dispatcher.handle_trigger,
+    )
+    # d's build waits (c still builds): c's success adds no second one.
+    assert (
+        await trigger_dependents(
+            dispatcher.builds,
+            dispatcher.projects,
+            await succeed(dispatcher, c_build),
+            dispatcher.handle_trigger,
+        )
+        == []
+    )
+    assert [x.id for x in await builds_of(redis, d)] == [d_build.id]
+
+    # Once d's build started, a later success of c builds d again, after it.
+    await dispatcher.builds.apply_status(
+        BuildStatusChanged(build_id=d_build.id, project_id=d.id, state=BuildState.DISPATCHED)
+    )
+    c_again = await ended_build(redis, c)
+    [d_again] = await trigger_dependents(
+        dispatcher.builds, dispatcher.projects, c_again, dispatcher.handle_trigger
+    )
+    assert d_again.triggered_by == c_again.id
+    assert {x.id for x in await builds_of(redis, d)} == {d_build.id, d_again.id}
 
 
 @pytest.mark.parametrize(
