@@ -49,7 +49,7 @@ from gobuild.platform.stores.connection import connect_redis
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.keys import CHANNEL_CANCEL
 from gobuild.platform.stores.outbox import ResultOutbox
-from gobuild.platform.waiting import wait_event, wait_within
+from gobuild.platform.waiting import cancel_and_wait, wait_event, wait_within
 
 __all__ = ["Agent", "consumer_group", "default_builder_id", "host_memory_bytes"]
 
@@ -199,12 +199,10 @@ class Agent:
         try:
             await self._stop_requested.wait()
         finally:
+            await cancel_and_wait(tasks)
             for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for task, result in zip(tasks, results, strict=True):
-                if isinstance(result, Exception):
-                    log.error("%s ended with %r", task.get_name(), result)
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s ended with %r", task.get_name(), task.exception())
 
     @property
     def running_builds(self) -> list[str]:

@@ -31,7 +31,7 @@ from gobuild.platform.bus import (
 )
 from gobuild.platform.config import Settings
 from gobuild.platform.events import TOPIC_BUILD_REQUESTS, BuildRequested
-from gobuild.platform.waiting import wait_within
+from gobuild.platform.waiting import cancel_and_wait, wait_within
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ class JobWorker:
         try:
             await self._consume_forever()
         finally:
-            tasks = list(self.jobs.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(list(self.jobs.values()))
 
     # The consumer ---------------------------------------------------------------------------
 

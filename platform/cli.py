@@ -28,7 +28,7 @@ from gobuild.platform.devstack import (
     start_broker,
     start_redis,
 )
-from gobuild.platform.waiting import wait_event, wait_within
+from gobuild.platform.waiting import cancel_and_wait, wait_event, wait_within
 
 log = logging.getLogger("gobuild.dev")
 
@@ -314,9 +314,7 @@ async def run_dev(settings: Settings) -> int:
             say("stopping...")
         finally:
             await asyncio.gather(*(s.stop() for s in reversed(services)))
-            for task in supervisors:
-                task.cancel()
-            await asyncio.gather(*supervisors, return_exceptions=True)
+            await cancel_and_wait(supervisors)
     finally:
         infra_stopping.set()
         for child in reversed(infra):

@@ -15,6 +15,8 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart
 
+from gobuild.platform.waiting import cancel_and_wait
+
 
 def add_task_health(app: Quart, tasks: set[asyncio.Task[None]]) -> None:
     """`GET /healthz`: 200 while every background task of the service runs, else 503."""
@@ -37,9 +39,7 @@ def start_task(tasks: set[asyncio.Task[None]], name: str, work: Coroutine[Any, A
 
 async def stop_tasks(tasks: set[asyncio.Task[None]]) -> None:
     """Cancel the service's background tasks and wait until they ended."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_and_wait(tasks)
     tasks.clear()
 
 

@@ -1,16 +1,19 @@
-"""Waiting for an event with a time limit, without losing a cancellation.
+"""Waiting for an event with a time limit, without losing a cancellation; stopping tasks.
 
 On Python 3.11 `asyncio.wait_for(event.wait(), seconds)` swallows a cancellation that arrives
 in the same loop iteration as the event being set (it returns the result instead): a service
 loop woken at the moment it is stopped then goes on forever and its shutdown hangs.
 `asyncio.timeout` has no such race; `wait_within` is `wait_for` built on it.
+
+A cancellation can still be lost deeper down, in a library call a loop makes: a task shown
+"cancelling" that sleeps on. `cancel_and_wait` stops tasks anyway, by cancelling again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -31,3 +34,23 @@ async def wait_within(awaitable: Awaitable[T], timeout: float | None) -> T:
     Raises TimeoutError after `timeout` seconds, having cancelled what it waited for."""
     async with asyncio.timeout(timeout):
         return await awaitable
+
+
+# How long a cancelled task may take to end before it is cancelled again.
+RECANCEL_SECONDS = 1.0
+
+
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Future[Any]], *, again_after: float = RECANCEL_SECONDS
+) -> None:
+    """Cancel `tasks` and return once every one has ended. One still running `again_after`
+    seconds later is cancelled again, and again: a cancellation that something it awaited
+    swallowed does not keep it, and the service stopping it, running. Their results and
+    exceptions stay on the tasks."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=again_after)
+        for task in pending:
+            task.cancel()

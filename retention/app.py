@@ -24,6 +24,7 @@ from gobuild.platform.config import AuthSettings, RetentionSettings, Settings
 from gobuild.platform.storage_client import StorageClient, require_internal_token
 from gobuild.platform.stores.connection import connect_redis
 from gobuild.platform.stores.retention import RetentionPlans
+from gobuild.platform.waiting import cancel_and_wait
 from gobuild.retention.lease import RetentionBusy
 from gobuild.retention.sweep import RetentionSweep
 
@@ -117,9 +118,7 @@ def create_app(
     async def _stop() -> None:
         if scheduler.running:
             scheduler.shutdown(wait=False)
-        for task in list(running):
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await cancel_and_wait(list(running))
         connections = app.extensions.pop(JOB_ID, None)
         if connections is not None:
             redis, http = connections

@@ -19,7 +19,7 @@ from gobuild.platform.notification_records import Delivery
 from gobuild.platform.notifications.outcome import retry
 from gobuild.platform.notifications.sending import DeliverySender
 from gobuild.platform.stores.deliveries import DeliveryQueue
-from gobuild.platform.waiting import wait_event
+from gobuild.platform.waiting import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class DeliveryWorker:
                 await wait_event(self._changed, wait)
                 self._changed.clear()
         finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(list(self._tasks))
 
     async def _start_due(self) -> None:
         free = self.settings.notification_concurrency - len(self._tasks)

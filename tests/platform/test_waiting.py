@@ -1,4 +1,5 @@
-"""A service loop waiting on an event stops when cancelled, even when woken at that moment."""
+"""A service loop waiting on an event stops when cancelled, even when woken at that moment, and
+a task that swallowed its cancellation still stops."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gobuild.platform.waiting import wait_event, wait_within
+from gobuild.platform.waiting import cancel_and_wait, wait_event, wait_within
 
 
 async def test_a_set_event_ends_the_wait_at_once() -> None:
@@ -61,3 +62,26 @@ async def test_a_loop_whose_wait_completes_as_it_is_cancelled_still_stops() -> N
     task.cancel()  # ...in the same iteration as the cancellation
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_task_that_swallowed_its_cancellation_is_cancelled_again_until_it_ends() -> None:
+    swallowed = 0
+
+    async def loop_forever() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed == 2:
+                    raise
+                swallowed += 1  # what a library call that loses the cancellation looks like
+
+    stubborn = asyncio.create_task(loop_forever())
+    quick = asyncio.create_task(asyncio.sleep(10))
+    await asyncio.sleep(0.01)
+
+    await wait_within(cancel_and_wait([stubborn, quick], again_after=0.05), 5)
+
+    assert stubborn.cancelled() and quick.cancelled()
+    assert swallowed == 2
