@@ -36,5 +36,6 @@ def sign_in(page: Page, username: str) -> None:
 
 
 def log_texts(page: Page) -> list[str]:
-    """The text of each console line the page shows, in order."""
-    return page.locator("[data-testid=log] .gb-line .gb-text").all_inner_texts()
+    """The text of each console line the page holds, in order (its text content: a line
+    scrolled out of view is not rendered, `content-visibility: auto`, and has no inner text)."""
+    return page.locator("[data-testid=log] .gb-line .gb-text").all_text_contents()
