@@ -46,7 +46,8 @@ async def cancel_and_wait(
     """Cancel `tasks` and return once every one has ended. One still running `again_after`
     seconds later is cancelled again, and again: a cancellation that something it awaited
     swallowed does not keep it, and the service stopping it, running. Their results and
-    exceptions stay on the tasks."""
+    exceptions stay on the tasks, marked as seen (as `gather(return_exceptions=True)` does)."""
+    tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
     for task in pending:
         task.cancel()
@@ -54,3 +55,6 @@ async def cancel_and_wait(
         _, pending = await asyncio.wait(pending, timeout=again_after)
         for task in pending:
             task.cancel()
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()

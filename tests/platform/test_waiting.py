@@ -85,3 +85,18 @@ async def test_a_task_that_swallowed_its_cancellation_is_cancelled_again_until_i
 
     assert stubborn.cancelled() and quick.cancelled()
     assert swallowed == 2
+
+
+async def test_cancel_and_wait_leaves_what_a_task_raised_on_the_task() -> None:
+    async def fail_when_cancelled() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RuntimeError("broke while stopping") from None
+
+    task = asyncio.create_task(fail_when_cancelled())
+    await asyncio.sleep(0.01)
+
+    await wait_within(cancel_and_wait([task]), 5)
+
+    assert isinstance(task.exception(), RuntimeError)
