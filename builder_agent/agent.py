@@ -41,6 +41,7 @@ from gobuild.platform.repo_credentials import (
     RepoCredentialCipher,
     SecretCipher,
 )
+from gobuild.platform.service import start_task, stop_tasks
 from gobuild.platform.storage_client import StorageClient
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.caches import CacheIndex
@@ -49,7 +50,7 @@ from gobuild.platform.stores.connection import connect_redis
 from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.keys import CHANNEL_CANCEL
 from gobuild.platform.stores.outbox import ResultOutbox
-from gobuild.platform.waiting import cancel_and_wait, wait_event, wait_within
+from gobuild.platform.waiting import wait_event, wait_within
 
 __all__ = ["Agent", "consumer_group", "default_builder_id", "host_memory_bytes"]
 
@@ -190,19 +191,15 @@ class Agent:
             ready=self._jobs_heard,
             on_job_end=self._beat_now.set,
         )
-        tasks = [
-            asyncio.create_task(worker.run(), name="worker"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-            asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
-            asyncio.create_task(self._started(self._delivery).run_forever(), name="outbox"),
-        ]
+        tasks: set[asyncio.Task[None]] = set()
+        start_task(tasks, "worker", worker.run())
+        start_task(tasks, "heartbeat", self._heartbeat_loop())
+        start_task(tasks, "cancel-listener", self._cancel_listener())
+        start_task(tasks, "outbox", self._started(self._delivery).run_forever())
         try:
             await self._stop_requested.wait()
         finally:
-            await cancel_and_wait(tasks)
-            for task in tasks:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("%s ended with %r", task.get_name(), task.exception())
+            await stop_tasks(tasks)
 
     @property
     def running_builds(self) -> list[str]:

@@ -57,6 +57,8 @@ _DRAIN_SECONDS = 10.0
 # After an exec'd step's command ended, how long its output may take to end (a process it left
 # in the background may keep it open; what that process writes later is not the step's).
 _AFTER_EXIT_SECONDS = 1.0
+# How long an exec's exit code may take to be recorded after its output ended.
+_EXIT_CODE_SECONDS = 1.0
 _DOCKER_CALL_SECONDS = 60.0
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 # Docker's own networks (and `container:<id>`) are used as they are, never created.
@@ -532,7 +534,7 @@ async def _follow(
     deadline: float | None,
     cancel: asyncio.Event | None,
     started: float,
-    exited: Awaitable[None] | None = None,
+    exited: Awaitable[object] | None = None,
 ) -> _Followed:
     """Forward the output lines until it ends; kill `container` at the deadline or when
     `cancel` is set, and still forward what was written before the kill. With `exited` (the
@@ -693,9 +695,14 @@ async def run_step_in(
             deadline=deadline,
             cancel=cancel,
             started=started,
-            exited=_exec_ended(client, created["Id"]),
+            exited=_exec_exit(client, created["Id"]),
         )
-        code = await _exit_code(client, created["Id"])
+        code = None
+        # The engine may record the exit a moment after the output ended.
+        with contextlib.suppress(TimeoutError):
+            code = await wait_within(
+                _exec_exit(client, created["Id"], started=True), _EXIT_CODE_SECONDS
+            )
         failed = code != 0 and not (followed.timed_out or followed.cancelled)
         return followed.result(
             -1 if code is None else code,
@@ -727,30 +734,21 @@ async def _oom_kills(session: ExecSession) -> int:
     return sum(int(count) for count in _OOM_KILLS.findall(result.stdout))
 
 
-async def _exec_ended(client: docker.DockerClient, exec_id: str) -> None:
-    """Return once the exec's command ended (looked up ever less often, at most every second:
-    its output's end is what usually tells it first)."""
-    delay = 0.1
+async def _exec_exit(
+    client: docker.DockerClient, exec_id: str, *, started: bool = False
+) -> int | None:
+    """Return once the exec's command ended, with its exit code (None: it has none, killed
+    with its container). Not running and without a code is an exec not started yet, unless
+    `started` (its output ended already). Looked up ever less often, at most every second:
+    its output's end is what usually tells it first."""
+    delay = 0.02
     while True:
         details = await _call(client.api.exec_inspect, exec_id)
-        # Not running and no exit code yet: not started yet.
-        if not details.get("Running") and details.get("ExitCode") is not None:
-            return
+        code = details.get("ExitCode")
+        if not details.get("Running") and (code is not None or started):
+            return None if code is None else int(code)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
-
-
-async def _exit_code(client: docker.DockerClient, exec_id: str) -> int | None:
-    """The exit code of an exec whose output ended (the engine may record it a moment later);
-    None if it has none (its container was killed)."""
-    for _ in range(50):
-        details = await _call(client.api.exec_inspect, exec_id)
-        if not details.get("Running") and details.get("ExitCode") is not None:
-            return int(details["ExitCode"])
-        if not details.get("Running"):
-            return None
-        await asyncio.sleep(0.02)
-    return None
 
 
 async def remove_build_containers(

@@ -182,20 +182,16 @@ class BuildPipeline:
 
     @staticmethod
     def _session_for_steps(run: BuildRun, plan: BuildPlan, image: str) -> ExecSession | None:
-        """The clone container kept after the checkout, if the steps can run in it: the image
-        they run in is its image (by name: not a `dockerfile`'s, not a fresh pull), with the
-        same limits. Otherwise it is removed now and each step gets a container of its own."""
+        """The clone container kept after the checkout (still kept only for steps without a
+        `dockerfile`), if the steps can run in it: the image they run in is its image (by name,
+        not a fresh pull), with the same limits. Otherwise it is removed now and each step gets
+        a container of its own."""
         session = run.clone_session
         if session is None:
             return None
         spec = session.spec
-        if (
-            plan.steps
-            and not plan.dockerfile
-            and image == spec.image
-            and (plan.memory_mb, plan.cpus, plan.pids_limit)
-            == (spec.memory_mb, spec.cpus, spec.pids_limit)
-        ):
+        limits = (plan.memory_mb, plan.cpus, plan.pids_limit)
+        if image == spec.image and limits == (spec.memory_mb, spec.cpus, spec.pids_limit):
             return session
         run.release_clone_session()
         return None

@@ -89,7 +89,8 @@ async def queue_statuses(ctx: GatewayContext, builds: Iterable[Build]) -> dict[s
         return {}
     queue = BuildQueue(ctx.redis)
     order, tickets = await _queue_order(queue)
-    waiting = [b for b in candidates if _waits(b, set(order))]
+    in_queue = set(order)
+    waiting = [b for b in candidates if _waits(b, in_queue)]
     if not waiting:
         return {}
     entries = {e.build_id: e for e in await queue.entries()}

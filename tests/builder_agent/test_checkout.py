@@ -340,16 +340,18 @@ async def test_a_clone_container_kept_for_the_steps_holds_no_trace_of_the_creden
     try:
         # What a step in it could read: every file, every process's command line and
         # environment (the pattern is spelled so that grep's own command line does not match).
+        # Then the same grep for what the checkout wrote, to show that it finds things.
         search = (
             "grep -rls 's3cret-toke[n]' / /proc/[0-9]*/cmdline /proc/[0-9]*/environ "
-            "--exclude-dir=proc --exclude-dir=sys 2>/dev/null; echo searched"
+            "--exclude-dir=proc --exclude-dir=sys 2>/dev/null; echo searched; "
+            "grep -rls 'privat[e]' /workspace --exclude-dir=.git 2>/dev/null"
         )
         result = await session.run(["sh", "-c", search], env={}, timeout=120)
     finally:
         session.release(removals)
         await removals.wait()
 
-    assert result.stdout.decode().split() == ["searched"]
+    assert result.stdout.decode().split() == ["searched", "/workspace/index.html"]
     assert docker_client.containers.list(all=True, filters={"id": session.container.id}) == []
 
 
