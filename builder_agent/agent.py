@@ -32,6 +32,7 @@ from gobuild.builder_agent.delivery import ResultDelivery
 from gobuild.builder_agent.pipeline import BuildPipeline
 from gobuild.builder_agent.reporter import BuildReporter
 from gobuild.builder_agent.runner import BuildRunner
+from gobuild.builder_agent.warm_containers import WarmContainers
 from gobuild.builder_agent.worker import JobWorker, consumer_group
 from gobuild.platform.bus import EventProducer, wait_for_topics
 from gobuild.platform.config import Settings
@@ -90,6 +91,7 @@ class Agent:
         self._http: httpx.AsyncClient | None = None
         self._docker: docker.DockerClient | None = None
         self._runner: BuildRunner | None = None
+        self._warm: WarmContainers | None = None
         self._delivery: ResultDelivery | None = None
         self._stop_requested = asyncio.Event()
         # Set by the worker once it hears its jobs; the heartbeat starts then.
@@ -122,6 +124,18 @@ class Agent:
             )
         reporter = BuildReporter(self._producer, self.builder_id)
         storage = StorageClient(self._http, settings)
+        if settings.build_container_reuse_seconds > 0:
+            self._warm = WarmContainers(
+                self._docker,
+                self.builder_id,
+                settings.workspaces_dir,
+                keep_seconds=settings.build_container_reuse_seconds,
+                max_idle=settings.builder_concurrency,
+                max_uses=settings.build_container_max_uses,
+            )
+            left = await self._warm.remove_leftovers()
+            if left:
+                log.info("removed %d warm container(s) a previous run left", left)
         pipeline = BuildPipeline(
             settings,
             self.builder_id,
@@ -133,6 +147,7 @@ class Agent:
             build_secrets=await SecretCipher.load(self._redis, settings, BUILD_SECRETS_PURPOSE),
             ca_trust=ca_trust,
             caches=BuildCaches(settings, storage, CacheIndex(self._redis), self._docker, ca_trust),
+            warm=self._warm,
         )
         builds = BuildStore(self._redis)
         self._delivery = ResultDelivery(ResultOutbox(self._redis), builds, reporter)
@@ -162,6 +177,9 @@ class Agent:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        if self._warm is not None:
+            await self._warm.close()
+            self._warm = None
         if self._docker is not None:
             await asyncio.to_thread(self._docker.close)
             self._docker = None
@@ -196,6 +214,8 @@ class Agent:
         start_task(tasks, "heartbeat", self._heartbeat_loop())
         start_task(tasks, "cancel-listener", self._cancel_listener())
         start_task(tasks, "outbox", self._started(self._delivery).run_forever())
+        if self._warm is not None:
+            start_task(tasks, "warm-containers", self._warm.expire_forever())
         try:
             await self._stop_requested.wait()
         finally:
@@ -224,6 +244,11 @@ class Agent:
     @property
     def runner(self) -> BuildRunner:
         return self._started(self._runner)
+
+    @property
+    def warm_containers(self) -> WarmContainers | None:
+        """Its warm containers (None: GOBUILD_BUILD_CONTAINER_REUSE_SECONDS is 0)."""
+        return self._warm
 
     @property
     def claims(self) -> BuildClaims:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from gobuild.builder_agent.container import ExecSession, PendingRemovals
 from gobuild.builder_agent.log_stream import LogStreamer
 from gobuild.builder_agent.resource_sampler import ResourceSample
+from gobuild.builder_agent.warm_containers import WarmContainer
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.events import ArtifactRef, BuildRequested, CacheUse
 
@@ -65,6 +66,10 @@ class BuildRun:
     # The clone container, kept after the checkout for the steps to run in: one container
     # started per build instead of two (GOBUILD_BUILD_STEPS_IN_CLONE_CONTAINER).
     clone_session: ExecSession | None = None
+    # The warm container the build checks out in (taken from an earlier build of its project
+    # or started for it): its folder is the workspace, and it is given back, not removed, at
+    # the build's end (GOBUILD_BUILD_CONTAINER_REUSE_SECONDS).
+    warm: WarmContainer | None = None
 
     @property
     def build_id(self) -> str:
@@ -80,11 +85,18 @@ class BuildRun:
     def keep_clone_session(self, session: ExecSession) -> None:
         self.clone_session = session
 
+    def use_warm(self, warm: WarmContainer) -> None:
+        """Check out and run the steps in `warm`, with its folder as the workspace."""
+        self.warm = warm
+        self.workspace = warm.folder
+        self.clone_session = warm.session
+
     def release_clone_session(self) -> None:
-        """Remove the kept clone container (in the background, with the build's removals)."""
-        if self.clone_session is not None:
+        """No more commands in the kept clone container: remove it (in the background, with the
+        build's removals), unless it is a warm one (given back at the build's end)."""
+        if self.clone_session is not None and self.warm is None:
             self.clone_session.release(self.removals)
-            self.clone_session = None
+        self.clone_session = None
 
     def next_event_seq(self) -> int:
         """The number of this attempt's next status or completion event (1 first)."""

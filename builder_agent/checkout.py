@@ -154,6 +154,8 @@ class CloneContainer:
     cpus: float = 1.0
     pids_limit: int = 256
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Who the container's own process runs as, if not `user` (a warm container's: root).
+    main_user: str | None = None
     # The certificate authorities git trusts besides the image's (GOBUILD_BUILD_CA_BUNDLE).
     ca_trust: BuildCaTrust = NO_EXTRA_TRUST
 
@@ -306,6 +308,31 @@ class GitSession:
         return await self.session.run(argv, env=env, timeout=left)
 
 
+def clone_spec(remote: GitRemote, folder: Path, *, purpose: str, kept: bool) -> StepSpec:
+    """The clone container for `remote` with `folder` as its workspace. One `kept` for the
+    build's steps is on the build network, also for a local repository."""
+    container = remote.container
+    local = remote.local_path is not None
+    return StepSpec(
+        image=container.image,
+        command="",
+        workspace=folder,
+        env={},
+        memory_mb=container.memory_mb,
+        cpus=container.cpus,
+        pids_limit=container.pids_limit,
+        user=container.user,
+        main_user=container.main_user,
+        network="none" if local and not kept else container.network,
+        labels={**container.labels, LABEL_STEP: purpose},
+        name_hint=purpose,
+        read_only_mounts={
+            **container.ca_trust.mounts,
+            **({str(remote.local_path): SOURCE_MOUNT} if local else {}),
+        },
+    )
+
+
 @contextlib.asynccontextmanager
 async def git_session(
     remote: GitRemote,
@@ -317,6 +344,7 @@ async def git_session(
     trust_source: bool = True,
     removals: PendingRemovals | None = None,
     keep: Callable[[ExecSession], None] | None = None,
+    warm: ExecSession | None = None,
 ) -> AsyncIterator[GitSession]:
     """A clone container for `remote` with `folder` (handed to the build user first, unless
     `hand_over` is False) as its workspace; ContainerError becomes CheckoutError.
@@ -324,32 +352,22 @@ async def git_session(
     For a local repository git is told to trust /source first, unless `trust_source` is False
     (the caller's first command does it). After a block that ends normally the container is
     removed by `removals` in the background, if given, or handed to `keep` (see
-    `exec_session`): a container kept for the build's steps is on the build network, also for
-    a local repository."""
-    container = remote.container
+    `exec_session`). With `warm` (a running container of `clone_spec`, with `folder` as its
+    workspace) git runs there instead, and the container stays."""
     local = remote.local_path is not None
-    spec = StepSpec(
-        image=container.image,
-        command="",
-        workspace=folder,
-        env={},
-        memory_mb=container.memory_mb,
-        cpus=container.cpus,
-        pids_limit=container.pids_limit,
-        user=container.user,
-        network="none" if local and keep is None else container.network,
-        labels={**container.labels, LABEL_STEP: purpose},
-        name_hint=purpose,
-        read_only_mounts={
-            **container.ca_trust.mounts,
-            **({str(remote.local_path): SOURCE_MOUNT} if local else {}),
-        },
-    )
+    spec = clone_spec(remote, folder, purpose=purpose, kept=keep is not None)
     deadline = asyncio.get_running_loop().time() + timeout
     try:
         if hand_over:
-            await hand_workspace_to(folder, container.user)
-        async with exec_session(container.client, spec, removals=removals, keep=keep) as session:
+            await hand_workspace_to(folder, remote.container.user)
+        async with contextlib.AsyncExitStack() as stack:
+            if warm is None:
+                client = remote.container.client
+                session = await stack.enter_async_context(
+                    exec_session(client, spec, removals=removals, keep=keep)
+                )
+            else:
+                session = warm
             git = GitSession(remote, session, deadline)
             if local and trust_source:
                 await git("config", "--global", "safe.directory", SOURCE_MOUNT)
@@ -506,12 +524,14 @@ async def checkout_with_facts(
     contained_in: str | None = None,
     removals: PendingRemovals | None = None,
     keep: Callable[[ExecSession], None] | None = None,
+    warm: ExecSession | None = None,
 ) -> CheckoutFacts:
     """`checkout`, and in the same clone container: the head of branch `head_of` on the
     remote right after the fetch, and whether commit `contained_in` is the checked-out commit
     or a descendant of it. One container and, usually, one exec for all of it; once done the
     container is handed to `keep` if given (for the build's steps), else removed by
-    `removals` in the background if given.
+    `removals` in the background if given. With `warm`, git runs in that running container
+    (see `git_session`).
     """
     sha = validate_commit_sha(commit_sha) if commit_sha else None
     target = _fetch_target(ref, branch)
@@ -533,6 +553,7 @@ async def checkout_with_facts(
             trust_source=False,
             removals=removals,
             keep=keep,
+            warm=warm,
         ) as git,
     ):
         # Protocol v2 servers hand out any commit by SHA: one shallow fetch of exactly it.

@@ -91,6 +91,10 @@ class StepSpec:
     read_only_mounts: Mapping[str, str] = field(default_factory=dict)
     # Where the command runs: the workspace or a folder of it (a monorepo's `root_dir`).
     workdir: str = WORKDIR
+    # Who the container's own process runs as, if not `user`: an exec session's idle process
+    # may belong to another user than the commands exec'd in it, which then cannot signal or
+    # trace it (a warm container's, see warm_containers.py).
+    main_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ def _create(client: docker.DockerClient, spec: StepSpec, name: str) -> Container
                 for path, inside in spec.read_only_mounts.items()
             },
         },
-        user=spec.user,
+        user=spec.main_user or spec.user,
         environment=dict(spec.env),
         mem_limit=f"{spec.memory_mb}m",
         memswap_limit=f"{spec.memory_mb}m",
@@ -214,7 +218,7 @@ def _create(client: docker.DockerClient, spec: StepSpec, name: str) -> Container
     )
 
 
-def _remove(client: docker.DockerClient, container: Container | None, name: str) -> None:
+def remove_container(client: docker.DockerClient, container: Container | None, name: str) -> None:
     """Force-remove the container (by reference or, if creation was interrupted, by name)."""
     target: Any = container.id if container is not None else name
     try:
@@ -248,7 +252,7 @@ async def _remove_once_created(
     if container is None and creating:
         with contextlib.suppress(Exception):
             container = await creating[0]
-    await asyncio.to_thread(_remove, client, container, name)
+    await asyncio.to_thread(remove_container, client, container, name)
 
 
 class PendingRemovals:
@@ -263,7 +267,8 @@ class PendingRemovals:
         self._pending: set[asyncio.Future[None]] = set()
 
     def remove(self, client: docker.DockerClient, container: Container | None, name: str) -> None:
-        removal = asyncio.ensure_future(asyncio.to_thread(_remove, client, container, name))
+        removing = asyncio.to_thread(remove_container, client, container, name)
+        removal = asyncio.ensure_future(removing)
         self._pending.add(removal)
         removal.add_done_callback(self._pending.discard)
 
@@ -708,7 +713,7 @@ async def run_step_in(
             -1 if code is None else code,
             # Docker flags only a container's main process as killed for its memory: an exec'd
             # one is looked up in the container's cgroup (this container's first failure).
-            oom_killed=failed and await _oom_kills(session) > 0,
+            oom_killed=failed and await _oom_kills(session) > session.oom_kills_before,
         )
     finally:
         if stop_pump is not None:
@@ -762,7 +767,7 @@ async def remove_build_containers(
     def sweep() -> int:
         found = client.containers.list(all=True, filters={"label": labels})
         for container in found:
-            _remove(client, container, container.name)
+            remove_container(client, container, container.name)
         return len(found)
 
     return int(await _call(sweep))
@@ -812,6 +817,9 @@ class ExecSession:
         self.client = client
         self.container = container
         self.spec = spec
+        # The memory kills its container had before the current build (a warm container's
+        # earlier builds'): only more than these are this build's.
+        self.oom_kills_before = 0
 
     def release(self, removals: PendingRemovals) -> None:
         """Remove the container of a session that was kept after its block (in the

@@ -40,6 +40,7 @@ from gobuild.builder_agent.rollback_guard import (
 )
 from gobuild.builder_agent.source_checkout import SourceCheckout
 from gobuild.builder_agent.steps import StepRunner
+from gobuild.builder_agent.warm_containers import WarmContainers
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.config import Settings
 from gobuild.platform.records import Deployment, new_deployment_id
@@ -68,6 +69,7 @@ class BuildPipeline:
         build_secrets: SecretCipher,
         ca_trust: BuildCaTrust = NO_EXTRA_TRUST,
         caches: BuildCaches | None = None,
+        warm: WarmContainers | None = None,
     ) -> None:
         self.settings = settings
         self.builder_id = builder_id
@@ -78,7 +80,10 @@ class BuildPipeline:
         self.build_secrets = build_secrets
         self.ca_trust = ca_trust
         self.caches = caches
-        self.sources = SourceCheckout(settings, builder_id, docker_client, credentials, ca_trust)
+        self.warm = warm
+        self.sources = SourceCheckout(
+            settings, builder_id, docker_client, credentials, ca_trust, warm=warm
+        )
         self.steps = StepRunner(
             settings, builder_id, docker_client, reporter, build_secrets, ca_trust
         )
@@ -87,9 +92,12 @@ class BuildPipeline:
         try:
             outcome = await self._outcome(run)
         finally:
-            # A build holds no container once it ends, even one that was being removed.
+            # A build holds no container once it ends, even one that was being removed; a warm
+            # one goes back to be made as good as new for the project's next build.
             run.release_clone_session()
             await run.removals.wait()
+            if run.warm is not None and self.warm is not None:
+                self.warm.give_back(run.warm)
         if outcome.reason:
             # The reason is shown beside the log (and in alerts): its secrets are masked too.
             outcome.reason = run.logs.secrets.apply(outcome.reason)

@@ -190,7 +190,8 @@ class BuildRunner:
         async def clean() -> None:
             with contextlib.suppress(Exception):
                 await remove_build_containers(self.docker, run.build_id, self.builder_id)
-            await asyncio.to_thread(shutil.rmtree, run.workspace, ignore_errors=True)
+            if run.warm is None:  # a warm container's folder is emptied when it is given back
+                await asyncio.to_thread(shutil.rmtree, run.workspace, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(run.archive.unlink)
 

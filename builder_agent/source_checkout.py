@@ -4,6 +4,7 @@ decrypted right before git needs them, and checked out by git in a clone contain
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 
 import docker
@@ -16,9 +17,16 @@ from gobuild.builder_agent.checkout import (
     CloneContainer,
     GitRemote,
     checkout_with_facts,
+    clone_spec,
     open_remote,
 )
-from gobuild.builder_agent.container import LABEL_BUILD_ID, LABEL_BUILDER_ID, ensure_image
+from gobuild.builder_agent.container import (
+    LABEL_BUILD_ID,
+    LABEL_BUILDER_ID,
+    ExecSession,
+    ensure_image,
+)
+from gobuild.builder_agent.warm_containers import MAIN_USER, WarmContainer, WarmContainers, WarmKey
 from gobuild.platform.config import Settings
 from gobuild.platform.repo_credentials import RepoCredentialCipher, UnreadableCredentials
 from gobuild.platform.repo_url import RepoSourcePolicy
@@ -34,12 +42,15 @@ class SourceCheckout:
         docker_client: docker.DockerClient,
         credentials: RepoCredentialCipher,
         ca_trust: BuildCaTrust = NO_EXTRA_TRUST,
+        warm: WarmContainers | None = None,
     ) -> None:
         self.settings = settings
         self.builder_id = builder_id
         self.docker = docker_client
         self.credentials = credentials
         self.ca_trust = ca_trust
+        # Clone containers kept for the next build of a project (None: never kept).
+        self.warm = warm if settings.build_steps_in_clone_container else None
 
     async def open_remote(self, run: BuildRun) -> GitRemote:
         """The build's repository, checked against the policy now: local paths and internal
@@ -81,9 +92,13 @@ class SourceCheckout:
         """Check out the build's commit into its workspace and, in the same clone container,
         look up branch `head_of` on the remote and whether commit `contained_in` contains the
         one checked out (`checkout_with_facts`)."""
-        request, container = run.request, remote.container
+        request = run.request
         # Kept for the steps: then also a local repository's checkout is on the build network.
         keep = run.keep_clone_session if self.settings.build_steps_in_clone_container else None
+        warm: WarmContainer | None = None
+        if self.warm is not None:
+            remote, warm, keep = self._warm_container(run, remote)
+        container = remote.container
         await ensure_image(
             self.docker,
             container.image,
@@ -93,11 +108,13 @@ class SourceCheckout:
         )
         reach = f"network {container.network}"
         if remote.local_path is not None:
-            network = "no network" if keep is None else reach
+            network = "no network" if keep is None and warm is None else reach
             reach = f"the repository mounted read-only at /source, {network}"
+        where = "a clone container"
+        if warm is not None:
+            where = f"a warm container of this project (build {warm.uses} in it)"
         await run.logs.system(
-            f"Checking out in a clone container: image {container.image}, user "
-            f"{container.user}, {reach}"
+            f"Checking out in {where}: image {container.image}, user {container.user}, {reach}"
         )
         return await checkout_with_facts(
             remote,
@@ -111,4 +128,30 @@ class SourceCheckout:
             contained_in=contained_in,
             removals=run.removals,
             keep=keep,
+            warm=warm.session if warm is not None else None,
         )
+
+    def _warm_container(
+        self, run: BuildRun, remote: GitRemote
+    ) -> tuple[GitRemote, WarmContainer | None, Callable[[ExecSession], None]]:
+        """The build checks out in a warm container of its project if one is idle (the
+        build's workspace becomes its folder), else in a new one that is kept at its end: the
+        remote with the warm container's labels and users, the one taken (if any) and what
+        keeps a new one."""
+        pool = self.warm
+        assert pool is not None
+        project_id = run.request.project_id
+        container = replace(remote.container, labels=pool.labels(project_id), main_user=MAIN_USER)
+        remote = replace(remote, container=container)
+        folder = pool.new_folder()
+        key = WarmKey.of(project_id, clone_spec(remote, folder, purpose="checkout", kept=True))
+        warm = pool.take(key)
+        if warm is not None:
+            run.use_warm(warm)
+            return remote, warm, run.keep_clone_session
+        run.workspace = folder
+
+        def keep(session: ExecSession) -> None:
+            run.use_warm(pool.adopt(key, session, folder))
+
+        return remote, None, keep

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     # build instead of two; a local repository's checkout is then on the build network too.
     # False: every step in a fresh container of its own.
     build_steps_in_clone_container: bool = True
+    # A build's clone container is kept this long after the build, made as good as new (its
+    # processes killed, what the build user may write emptied), for the next build of the
+    # same project with the same image and limits: a `docker exec` instead of a container
+    # start. Never shared between projects. 0: every build starts a container of its own.
+    build_container_reuse_seconds: float = Field(default=120.0, ge=0)
+    # How many builds one warm container serves before it is replaced.
+    build_container_max_uses: int = Field(default=50, ge=1)
     # Extra certificate authorities (a PEM file) build and clone containers trust besides the
     # system ones, e.g. a TLS-inspecting proxy's; empty: only the image's own. `gobuild dev`
     # passes the host's bundle when this is unset.

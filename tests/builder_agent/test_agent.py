@@ -24,6 +24,7 @@ from hypercorn.config import Config
 
 from gobuild.builder_agent.agent import Agent, consumer_group
 from gobuild.builder_agent.container import LABEL_BUILD_ID, LABEL_STEP
+from gobuild.builder_agent.warm_containers import FOLDER_PREFIX, LABEL_WARM
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.bus import EventProducer, decode_record, make_consumer, wait_for_topics
 from gobuild.platform.config import Settings
@@ -51,6 +52,7 @@ from gobuild.platform.stores.deployment_records import DeploymentRecords
 from gobuild.platform.stores.keys import key_build_claim, key_builder_heartbeat
 from gobuild.platform.stores.outbox import PendingResult, ResultOutbox
 from gobuild.platform.stores.projects import ProjectStore
+from gobuild.platform.waiting import wait_within
 from tests.conftest import BUILD_IMAGE, GitRepo, wait_until
 
 
@@ -145,7 +147,12 @@ async def request_build(
         webhook_secret="whsec",
         trusted_source=True,  # a local path: registered by an admin
     )
-    assert await ProjectStore(stack.redis).create(project)
+    projects = ProjectStore(stack.redis)
+    known = await projects.get(project.id)
+    if known is None:
+        assert await projects.create(project)
+    else:  # another build of it
+        project = known
     build = Build(
         id=build_id or new_id("b_"),
         project_id=project.id,
@@ -303,8 +310,19 @@ def leftover_containers(client: docker.DockerClient, build_id: str) -> list[obje
     return client.containers.list(all=True, filters={"label": f"{LABEL_BUILD_ID}={build_id}"})
 
 
-def workspace_entries(settings: Settings) -> list[Path]:
-    return list(settings.workspaces_dir.iterdir())
+async def workspace_entries(settings: Settings, *, within: float = 10.0) -> list[Path]:
+    """What finished builds left in the workspaces folder: anything but a warm container's
+    folder, and what is in those once they were given back (in the background, so this waits
+    up to `within` seconds for them to be empty)."""
+    deadline = time.monotonic() + within
+    while True:
+        left = []
+        for entry in settings.workspaces_dir.iterdir():
+            warm = entry.name.startswith(FOLDER_PREFIX) and entry.is_dir()
+            left.extend(entry.iterdir() if warm else [entry])
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.1)
 
 
 SITE_CONFIG = """
@@ -366,7 +384,7 @@ async def test_successful_build_is_deployed_and_promoted(
     assert [chunk.seq for chunk in seen.logs] == list(range(len(seen.logs)))
     assert seen.logs[-1].final
     assert leftover_containers(docker_client, request.build_id) == []
-    assert workspace_entries(stack.settings) == []
+    assert await workspace_entries(stack.settings) == []
 
 
 async def test_static_site_without_steps_is_deployed_as_is(
@@ -407,7 +425,7 @@ async def test_failing_step_fails_the_build_without_a_deployment(
     missing = await stack.storage.get(f"/artifacts/{request.build_id}/meta")
     assert missing.status_code == 404
     assert leftover_containers(docker_client, request.build_id) == []
-    assert workspace_entries(stack.settings) == []
+    assert await workspace_entries(stack.settings) == []
 
 
 async def test_missing_output_folder_fails_the_build_naming_it(
@@ -454,7 +472,7 @@ async def test_build_over_its_time_limit_times_out_and_leaves_no_container(
     assert seen.statuses[-1].state == BuildState.TIMED_OUT
     assert ("stdout", "start") in seen.log_lines
     assert leftover_containers(docker_client, request.build_id) == []
-    assert workspace_entries(stack.settings) == []
+    assert await workspace_entries(stack.settings) == []
 
 
 async def test_cancel_request_stops_the_running_build(
@@ -474,12 +492,13 @@ async def test_cancel_request_stops_the_running_build(
     assert leftover_containers(docker_client, request.build_id) == []
 
 
-def created_steps(client: docker.DockerClient, build_id: str, since: float) -> list[str]:
-    """The `gobuild.step` label of each container Docker created for the build, in order."""
+def created_steps(client: docker.DockerClient, label: str, since: float) -> list[str]:
+    """The `gobuild.step` label of each container Docker created with `label` (`name=value`:
+    a build's, or a project's warm ones) since `since`, in order."""
     events = client.events(
         since=int(since) - 1,
         until=int(time.time()) + 1,
-        filters={"type": "container", "event": "create", "label": f"{LABEL_BUILD_ID}={build_id}"},
+        filters={"type": "container", "event": "create", "label": label},
         decode=True,
     )
     return [event["Actor"]["Attributes"].get(LABEL_STEP, "") for event in events]
@@ -503,8 +522,67 @@ async def test_the_steps_run_in_the_clone_container_one_container_a_build(
 
     # The build step read what the install step left in the container's /tmp.
     assert [c.state for c in seen.completions] == [BuildState.SUCCEEDED], seen.log_lines
-    assert created_steps(docker_client, request.build_id, since) == ["checkout"]
+    # A warm container (kept for the project's next build) is labelled with the project.
+    assert created_steps(docker_client, f"{LABEL_BUILD_ID}={request.build_id}", since) == []
+    assert created_steps(docker_client, f"{LABEL_WARM}={request.project_id}", since) == ["checkout"]
     assert leftover_containers(docker_client, request.build_id) == []
+
+
+# Fails unless it runs in a container as good as new: nothing an earlier build left in /tmp,
+# /dev/shm or the workspace, and no process of it (a copy of `sleep`, named so that no command
+# line but its own matches), then leaves all three behind.
+LEAVES_TRACES = r"""
+build = '''n=gobuild-left; test ! -e /tmp/mark && test ! -e /dev/shm/mark && test ! -e trace \
+  && ! grep -qs "gobuild-leftove[r]" /proc/[0-9]*/cmdline \
+  && touch /tmp/mark /dev/shm/mark trace && cp /bin/sleep /tmp/${n}over \
+  && (/tmp/${n}over 300 > /dev/null 2>&1 &) \
+  && ! kill -9 1 2> /dev/null && mkdir -p dist && echo ok > dist/index.html'''
+output = "dist"
+"""
+
+
+async def build_and_settle(
+    stack: Stack, agent: Agent, repo: GitRepo, sha: str, project_id: str
+) -> Observed:
+    """One build of the project, observed, then its warm container given back."""
+    request = await request_build(stack, repo, sha, project_id=project_id)
+    seen = await observe(stack, request.build_id)
+    assert agent.warm_containers is not None
+    await wait_within(agent.warm_containers.settled(), 30)
+    return seen
+
+
+async def test_the_next_build_of_a_project_runs_in_its_warm_container_as_good_as_new(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    since = time.time()
+    sha = git_repo.commit({"gobuild.toml": LEAVES_TRACES})
+    project_id, other_project_id = new_id("p_"), new_id("p_")
+
+    builds = [await build_and_settle(stack, agent, git_repo, sha, project_id) for _ in range(3)]
+
+    for number, seen in enumerate(builds, start=1):
+        assert [c.state for c in seen.completions] == [BuildState.SUCCEEDED], seen.log_lines
+        said = [text for stream, text in seen.log_lines if stream == "system"]
+        warm = f"Checking out in a warm container of this project (build {number} in it)"
+        assert any(text.startswith(warm) for text in said) == (number > 1), said
+    # One container for the three builds, labelled with the project, not a build; idle now.
+    assert created_steps(docker_client, f"{LABEL_WARM}={project_id}", since) == ["checkout"]
+    assert agent.warm_containers is not None
+    [idle] = agent.warm_containers.idle()
+    assert idle.uses == 3 and idle.key.project_id == project_id
+    idle.session.container.reload()
+    assert idle.session.container.status == "running"
+
+    # Another project never gets it: it starts a container of its own.
+    seen = await build_and_settle(stack, agent, git_repo, sha, other_project_id)
+    assert [c.state for c in seen.completions] == [BuildState.SUCCEEDED], seen.log_lines
+    assert created_steps(docker_client, f"{LABEL_WARM}={other_project_id}", since) == ["checkout"]
+    # A builder keeps no more idle containers than it has slots (here 1): the older goes.
+    [idle] = agent.warm_containers.idle()
+    assert idle.key.project_id == other_project_id
+    label = f"{LABEL_WARM}={project_id}"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
 
 
 async def test_with_steps_in_clone_containers_off_each_step_has_a_fresh_container(
@@ -521,7 +599,8 @@ async def test_with_steps_in_clone_containers_off_each_step_has_a_fresh_containe
     [completion] = seen.completions
     assert completion.state == BuildState.FAILED
     assert completion.error == "step 'build' exited with code 1"
-    assert created_steps(docker_client, request.build_id, since) == ["checkout", "install", "build"]
+    label = f"{LABEL_BUILD_ID}={request.build_id}"
+    assert created_steps(docker_client, label, since) == ["checkout", "install", "build"]
     assert leftover_containers(docker_client, request.build_id) == []
 
 

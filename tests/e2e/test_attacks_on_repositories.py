@@ -15,6 +15,7 @@ import docker
 import httpx
 import pytest
 
+from gobuild.builder_agent.warm_containers import LABEL_WARM
 from gobuild.platform.config import Settings
 from tests.conftest import BUILD_IMAGE, GitRepo, git
 from tests.e2e.stack import Stack
@@ -86,12 +87,13 @@ def log_of(stack: Stack, build_id: str) -> str:
     return stack.http.get(f"/api/builds/{build_id}/logs").text
 
 
-def created_steps(build_id: str, since: float) -> list[str]:
-    """The `gobuild.step` label of every container Docker created for the build."""
+def created_steps(label: str, since: float) -> list[str]:
+    """The `gobuild.step` label of every container Docker created with `label` (`name=value`:
+    a build's, or a project's warm containers') since `since`."""
     events = docker.from_env().events(
         since=int(since) - 1,
         until=int(time.time()) + 1,
-        filters={"type": "container", "event": "create", "label": f"gobuild.build_id={build_id}"},
+        filters={"type": "container", "event": "create", "label": label},
         decode=True,
     )
     return [event["Actor"]["Attributes"].get("gobuild.step", "") for event in events]
@@ -231,7 +233,8 @@ def test_a_local_repository_is_cloned_in_a_container_that_sees_only_that_reposit
 
     assert build["state"] == "succeeded", log_of(stack, build_id)
     assert CLONED_LOCALLY in log_of(stack, build_id)
-    assert created_steps(build_id, started)[0] == "checkout"
+    # Its container, kept warm for the project's next build, is labelled with the project.
+    assert created_steps(f"{LABEL_WARM}={own['id']}", started) == ["checkout"]
 
     # A repository whose objects are borrowed from another tenant's repository on the host
     # (git alternates): git running on the host would read them; the clone container cannot.

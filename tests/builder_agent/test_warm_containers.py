@@ -1,0 +1,237 @@
+"""Warm containers: what a build leaves in one is gone before the next build takes it, the
+build user cannot keep it from being cleaned, and one that cannot be cleaned is removed.
+Real containers on the local engine; the agent-level tests are in test_agent.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from gobuild.builder_agent.container import (
+    ExecSession,
+    StepSpec,
+    exec_session,
+    hand_workspace_to,
+    run_step_in,
+)
+from gobuild.builder_agent.warm_containers import (
+    LABEL_WARM,
+    MAIN_USER,
+    WarmContainer,
+    WarmContainers,
+    WarmKey,
+    writable_roots,
+)
+from gobuild.platform.waiting import wait_within
+from tests.conftest import BUILD_IMAGE
+
+pytestmark = pytest.mark.timeout(120)
+
+BUILD_USER = "1000:1000"
+
+
+def test_writable_roots_are_the_topmost_folders_links_left_out_shared_memory_added() -> None:
+    scan = "d /tmp\nl /var/lock\nd /tmp/x\nf /tmp/x/y\nd /var/tmp\nd /run/lock\n"
+    assert writable_roots(scan) == ("/run/lock", "/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")
+
+
+def test_an_image_with_a_file_the_build_user_may_write_is_not_reusable() -> None:
+    assert writable_roots("d /tmp\nf /etc/profile\n") is None
+
+
+@pytest.fixture
+async def pool(docker_client: docker.DockerClient, tmp_path: Path) -> AsyncIterator[WarmContainers]:
+    builder_id = f"warm-test-{uuid.uuid4().hex[:8]}"
+    warm = WarmContainers(
+        docker_client, builder_id, tmp_path, keep_seconds=60, max_idle=2, max_uses=3
+    )
+    try:
+        yield warm
+    finally:
+        await warm.close()
+        await warm.remove_leftovers()  # the ones a test never gave back
+
+
+async def start(pool: WarmContainers, project_id: str = "p_one") -> WarmContainer:
+    """A new warm container of the project, as a build's checkout starts one."""
+    folder = pool.new_folder()
+    folder.mkdir()
+    await hand_workspace_to(folder, BUILD_USER)
+    spec = StepSpec(
+        image=BUILD_IMAGE,
+        command="",
+        workspace=folder,
+        memory_mb=128,
+        pids_limit=128,
+        user=BUILD_USER,
+        main_user=MAIN_USER,
+        network="none",
+        labels=pool.labels(project_id),
+    )
+    kept: list[ExecSession] = []
+    async with exec_session(pool.client, spec, keep=kept.append):
+        pass
+    return pool.adopt(WarmKey.of(project_id, spec), kept[0], folder)
+
+
+async def sh(warm: WarmContainer, script: str) -> tuple[int, str]:
+    result = await warm.session.run(["sh", "-c", script], env={}, timeout=30)
+    return result.exit_code, result.stdout.decode() + result.stderr.decode()
+
+
+async def given_back(pool: WarmContainers, warm: WarmContainer) -> WarmContainer | None:
+    """Give it back and take it again (None: it was not kept)."""
+    pool.give_back(warm)
+    await wait_within(pool.settled(), 60)
+    return pool.take(warm.key)
+
+
+def removed(client: docker.DockerClient, warm: WarmContainer) -> bool:
+    try:
+        client.containers.get(warm.session.container.id)
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
+# Leaves a process (detached: it outlives the exec), files in every place the build user may
+# write to, and a System V shared memory segment.
+LEAVE_TRACES = """
+(sleep 600 > /dev/null 2>&1 &)
+(sh -c 'trap "" TERM HUP INT; exec sleep 601' > /dev/null 2>&1 &)
+for folder in /tmp /var/tmp /run/lock /dev/shm /workspace; do
+  mkdir -p "$folder/nested/deeper" && touch "$folder/.hidden" "$folder/nested/deeper/file"
+done
+chmod 000 /tmp/nested
+ipcmk -M 4096 > /dev/null
+"""
+
+# What is left of the build user's: processes other than this shell, entries, IPC objects.
+TRACES = """
+for proc in /proc/[0-9]*; do
+  [ "${proc#/proc/}" = "$$" ] && continue
+  grep -q "^Uid:[[:space:]]*1000[[:space:]]" "$proc/status" 2>/dev/null && echo "process $proc"
+done
+for folder in /tmp /var/tmp /run/lock /dev/shm /workspace; do
+  ls -A "$folder" | sed "s|^|$folder/|"
+done
+tail -n +2 /proc/sysvipc/shm
+"""
+
+
+async def test_a_container_given_back_is_as_good_as_new_for_the_next_build(
+    pool: WarmContainers,
+) -> None:
+    warm = await start(pool)
+    code, said = await sh(warm, LEAVE_TRACES)
+    assert code == 0, said
+    code, said = await sh(warm, TRACES)
+    assert "process" in said and "/tmp/.hidden" in said and "/workspace/nested" in said
+
+    again = await given_back(pool, warm)
+
+    assert again is warm and again.uses == 2
+    code, said = await sh(again, TRACES)
+    assert (code, said) == (0, "")
+    assert list(again.folder.iterdir()) == []
+
+
+async def test_the_build_user_cannot_stop_the_container_or_survive_its_cleaning(
+    pool: WarmContainers, docker_client: docker.DockerClient
+) -> None:
+    warm = await start(pool)
+    # Everything it may signal: the idle process belongs to root, so the container lives on.
+    code, said = await sh(warm, "kill -9 -1; kill -9 1; exit 0")
+    assert code == 0, said
+    warm.session.container.reload()
+    assert warm.session.container.status == "running"
+
+    again = await given_back(pool, warm)
+
+    assert again is warm
+    assert not removed(docker_client, warm)
+
+
+async def test_a_container_killed_during_its_build_is_removed_not_kept(
+    pool: WarmContainers, docker_client: docker.DockerClient
+) -> None:
+    warm = await start(pool)
+    warm.session.container.kill()  # as a step's deadline or cancel does
+
+    assert await given_back(pool, warm) is None
+    assert removed(docker_client, warm)
+    assert not warm.folder.exists()
+
+
+async def test_a_container_serves_at_most_max_uses_builds(
+    pool: WarmContainers, docker_client: docker.DockerClient
+) -> None:
+    warm = await start(pool)
+    for uses in (2, 3):
+        again = await given_back(pool, warm)
+        assert again is warm and again.uses == uses
+
+    assert await given_back(pool, warm) is None
+    assert removed(docker_client, warm)
+
+
+async def test_a_warm_container_goes_only_to_a_build_with_its_key(pool: WarmContainers) -> None:
+    warm = await start(pool, "p_one")
+    pool.give_back(warm)
+    await wait_within(pool.settled(), 60)
+
+    other, bigger = replace(warm.key, project_id="p_two"), replace(warm.key, memory_mb=256)
+    assert pool.take(other) is None and pool.take(bigger) is None
+    assert pool.take(warm.key) is warm
+
+
+async def test_idle_containers_expire_and_a_restarted_builder_removes_its_leftovers(
+    pool: WarmContainers, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    first, second = await start(pool), await start(pool, "p_two")
+    pool.give_back(first)
+    await wait_within(pool.settled(), 60)
+    pool.keep_seconds = 0.2
+    await asyncio.sleep(0.3)
+    await pool.expire()
+    assert pool.idle() == [] and removed(docker_client, first)
+
+    # `second` is as a builder that crashed mid-build leaves it; the next run removes it.
+    restarted = WarmContainers(
+        docker_client, pool.builder_id, tmp_path, keep_seconds=60, max_idle=2, max_uses=3
+    )
+    assert await restarted.remove_leftovers() == 1
+    assert removed(docker_client, second) and not second.folder.exists()
+    label = f"{LABEL_WARM}=p_two"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+
+
+async def test_a_memory_kill_of_an_earlier_build_is_not_the_next_builds(
+    pool: WarmContainers,
+) -> None:
+    warm = await start(pool)
+    step = StepSpec(
+        image=BUILD_IMAGE,
+        command='python3 -c "b = bytearray(512*1024*1024)"',
+        workspace=warm.folder,
+        user=BUILD_USER,
+    )
+    lines: list[tuple[str, str]] = []
+
+    async def on_line(stream: str, line: str) -> None:
+        lines.append((stream, line))
+
+    result = await run_step_in(warm.session, step, on_line=on_line)
+    assert result.oom_killed, lines
+
+    again = await given_back(pool, warm)
+    assert again is warm
+    result = await run_step_in(again.session, replace(step, command="exit 3"), on_line=on_line)
+    assert result.exit_code == 3 and not result.oom_killed
