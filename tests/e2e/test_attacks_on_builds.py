@@ -1,6 +1,7 @@
 """Attacks from inside builds, against a real `gobuild dev` (security issue 6, items 3 and 9):
 a build cannot flood its log (and with it the broker and storage), build containers cannot
-reach each other, and a repository cannot run another tenant's image that is on the builder.
+reach each other, a repository cannot run another tenant's image that is on the builder, and a
+build leaves nothing in its warm container for the next build of its project (or any other).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import contextlib
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -282,3 +284,54 @@ async def test_the_build_logs_topic_has_a_retention(stack: Stack, kafka_port: in
     assert entries["retention.ms"] == str(RETENTION_HOURS * 3600 * 1000)
     default_bytes = Settings.model_fields["kafka_log_retention_bytes"].default
     assert entries["retention.bytes"] == str(default_bytes)
+
+
+# Build 1 leaves a process that keeps overwriting the site and a file in /tmp. Build 2 of the
+# same project, in the same (warm) container, fails if it finds either, and waits to see
+# whether its own site is overwritten.
+LEAVER = """build = '''
+n=gobuild-tamp; cp /bin/sh /tmp/${n}erer
+(/tmp/${n}erer -c 'while :; do mkdir -p dist; echo tampered > dist/index.html; sleep 0.1; done' \\
+  > /dev/null 2>&1 &)
+touch /tmp/left-behind
+mkdir -p dist; echo "<h1>build one</h1>" > dist/index.html
+'''
+output = "dist"
+"""
+FINDS_NOTHING = """build = '''
+test ! -e /tmp/left-behind || { echo found-the-file; exit 1; }
+! grep -qs "gobuild-tampere[r]" /proc/[0-9]*/cmdline || { echo found-the-process; exit 1; }
+mkdir -p dist; echo "<h1>build two</h1>" > dist/index.html; sleep 1
+grep -q "build two" dist/index.html || { echo site-overwritten; exit 1; }
+'''
+output = "dist"
+"""
+
+
+def test_a_build_leaves_nothing_in_its_warm_container_for_the_next_or_another_project(
+    stack: Stack, git_repo: GitRepo, tmp_path: Path
+) -> None:
+    first = build_commit(stack, git_repo, "leaver", {"gobuild.toml": LEAVER})
+    assert stack.wait_for_build(first)["state"] == "succeeded", log_of(stack, first)
+    time.sleep(3)  # the container is made as good as new, then kept (well under a second)
+
+    sha = git_repo.commit({"gobuild.toml": FINDS_NOTHING}, "second")
+    response = stack.push_webhook(git_repo.bare, sha, SECRET)
+    assert response.status_code == 202, response.text
+    second = str(response.json()["build_id"])
+    build = stack.wait_for_build(second)
+
+    log = log_of(stack, second)
+    assert build["state"] == "succeeded", log
+    assert "Checking out in a warm container of this project (build 2 in it)" in log
+    assert "build two" in stack.get_site("leaver").text
+    assert "tampered" not in stack.get_site("leaver").text
+
+    # Another project (same image and limits) never runs in it.
+    other_repo = GitRepo.create(tmp_path / "other")
+    other = build_commit(stack, other_repo, "bystander", {"gobuild.toml": FINDS_NOTHING})
+    build = stack.wait_for_build(other)
+    log = log_of(stack, other)
+    assert build["state"] == "succeeded", log
+    assert "Checking out in a clone container" in log
+    assert "warm container" not in log
