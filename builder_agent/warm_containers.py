@@ -82,16 +82,14 @@ while survivors; do
   [ "$tries" -lt 300 ] || { echo "processes survive" >&2; exit 90; }
   sleep 0.01
 done
-for folder in "$@"; do
-  [ -d "$folder" ] || continue
-  find "$folder" -mindepth 1 -maxdepth 1 -user "$me" -exec chmod -R u+rwx -- {} + 2>/dev/null
-  find "$folder" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + 2>/dev/null
-  left=$(find "$folder" -mindepth 1 -user "$me" -print -quit 2>/dev/null)
-  [ -z "$left" ] || { echo "could not remove $left" >&2; exit 91; }
-done
+find "$@" -mindepth 1 -maxdepth 1 -user "$me" -exec chmod -R u+rwx -- {} + 2>/dev/null
+find "$@" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + 2>/dev/null
+left=$(find "$@" -mindepth 1 -user "$me" -print -quit 2>/dev/null)
+[ -z "$left" ] || { echo "could not remove $left" >&2; exit 91; }
 command -v ipcrm >/dev/null 2>&1 && ipcrm --all 2>/dev/null
 for kind in shm sem msg; do
-  [ ! -r "/proc/sysvipc/$kind" ] || [ "$(wc -l < "/proc/sysvipc/$kind")" -le 1 ] ||
+  [ -r "/proc/sysvipc/$kind" ] || continue
+  { read -r header; ! read -r object; } < "/proc/sysvipc/$kind" ||
     { echo "IPC objects survive" >&2; exit 92; }
 done
 cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null
