@@ -712,7 +712,8 @@ async def run_step_in(
         return followed.result(
             -1 if code is None else code,
             # Docker flags only a container's main process as killed for its memory: an exec'd
-            # one is looked up in the container's cgroup (this container's first failure).
+            # one is looked up in the container's cgroup (a build's first failed step ends it,
+            # so any kill beyond the earlier builds' is this step's).
             oom_killed=failed and await _oom_kills(session) > session.oom_kills_before,
         )
     finally:
