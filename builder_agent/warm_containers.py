@@ -255,6 +255,12 @@ class WarmContainers:
             return
         warm.idle_since = time.monotonic()
         self._idle.append(warm)
+        log.info(
+            "warm container %s kept for project %s (%d builds so far)",
+            warm.session.container.name,
+            warm.key.project_id,
+            warm.uses,
+        )
         while len(self._idle) > self.max_idle:
             await self._discard(self._idle.pop(0))
 

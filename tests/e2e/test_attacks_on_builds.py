@@ -311,7 +311,12 @@ def test_a_build_leaves_nothing_in_its_warm_container_for_the_next_or_another_pr
 ) -> None:
     first = build_commit(stack, git_repo, "leaver", {"gobuild.toml": LEAVER})
     assert stack.wait_for_build(first)["state"] == "succeeded", log_of(stack, first)
-    time.sleep(3)  # the container is made as good as new, then kept (well under a second)
+    project_id = stack.http.get(f"/api/builds/{first}").json()["project_id"]
+    kept = f"kept for project {project_id} (1 builds so far)"
+    deadline = time.monotonic() + 60
+    while kept not in stack.output.read_text(errors="replace"):  # made as good as new first
+        assert time.monotonic() < deadline, stack.tail()
+        time.sleep(0.2)
 
     sha = git_repo.commit({"gobuild.toml": FINDS_NOTHING}, "second")
     response = stack.push_webhook(git_repo.bare, sha, SECRET)
