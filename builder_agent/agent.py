@@ -132,6 +132,8 @@ class Agent:
                 keep_seconds=settings.build_container_reuse_seconds,
                 max_idle=settings.builder_concurrency,
                 max_uses=settings.build_container_max_uses,
+                # The scheduler hears at once that a project's next build can start here warm.
+                on_kept=self._beat_now.set,
             )
             left = await self._warm.remove_leftovers()
             if left:
@@ -267,6 +269,7 @@ class Agent:
             "running": self.running_builds,
             "capacity": self.settings.builder_concurrency,
             "started_at": self.started_at.isoformat(),
+            "warm": sorted(w.key.project_id for w in self._warm.idle()) if self._warm else [],
         }
 
     async def _heartbeat_loop(self) -> None:

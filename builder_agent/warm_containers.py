@@ -33,6 +33,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,8 +185,10 @@ class WarmContainers:
         keep_seconds: float,
         max_idle: int,
         max_uses: int,
+        on_kept: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        self.on_kept = on_kept
         self.builder_id = builder_id
         self.root = root
         self.keep_seconds = keep_seconds
@@ -261,6 +264,8 @@ class WarmContainers:
             warm.key.project_id,
             warm.uses,
         )
+        if self.on_kept is not None:
+            self.on_kept()
         while len(self._idle) > self.max_idle:
             await self._discard(self._idle.pop(0))
 

@@ -4,9 +4,10 @@ A round runs when something changed (a build queued or ended: `wake()`) and at l
 ROUND_INTERVAL_SECONDS (a builder that appeared is found then). It walks the queue in order:
 a build that ended leaves it, one cancelled or waiting past GOBUILD_QUEUE_TIMEOUT_SECONDS ends,
 one held back for its project (a dependency still building, its concurrency limit) or its labels
-stays without blocking the builds behind it, and any other goes to the live builder with the
-labels it needs and the most free slots (`BuildQueue.assign`, which never gives a builder more
-jobs than its slots). The round ends with a snapshot of the queue for the API.
+stays without blocking the builds behind it, and any other goes to a live builder with the labels
+it needs: one with an idle warm container of its project first, then the one with the most free
+slots (`BuildQueue.assign`, which never gives a builder more jobs than its slots). The round ends
+with a snapshot of the queue for the API.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class Round:
     # project id -> creation times of its unfinished builds (read once, when needed)
     unfinished: dict[str, list[datetime]] | None = None
     waiting: list[Waiting] = field(default_factory=list)
+    # (builder id, project id) -> its warm containers promised to builds this round
+    warm_taken: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def _warm_for(state: Round, builder: LiveBuilder, project: Project) -> bool:
+    """Whether the builder has an idle warm container of the project not yet promised to a
+    build this round."""
+    return builder.warm.count(project.id) > state.warm_taken[(builder.id, project.id)]
 
 
 class Scheduler:
@@ -187,7 +196,9 @@ class Scheduler:
 
     @staticmethod
     def _pick(state: Round, project: Project) -> LiveBuilder | None:
-        """The live builder with the project's labels and the most free slots."""
+        """The live builder with the project's labels and a free slot: one with an idle warm
+        container of the project first (not yet promised to a build this round), then the most
+        free slots."""
         candidates = [
             b
             for b in state.live.values()
@@ -195,7 +206,10 @@ class Scheduler:
         ]
         if not candidates:
             return None
-        return max(candidates, key=lambda b: (state.free[b.id], b.capacity, b.id))
+        return max(
+            candidates,
+            key=lambda b: (_warm_for(state, b, project), state.free[b.id], b.capacity, b.id),
+        )
 
     async def _start(
         self, state: Round, build: Build, project: Project, score: float, ticket: QueueTicket
@@ -212,6 +226,8 @@ class Scheduler:
             # Another scheduler filled the builder's slots meanwhile: not this round.
             state.free[builder.id] = 0
             return "refused"
+        if _warm_for(state, builder, project):
+            state.warm_taken[(builder.id, project.id)] += 1
         state.free[builder.id] -= 1
         state.per_project[project.id] += 1
         try:

@@ -114,7 +114,8 @@ class BuildClaims:
 @dataclass(frozen=True)
 class LiveBuilder:
     """A builder whose heartbeat is current, and what that heartbeat says: the builds it runs,
-    its slots (`capacity`), labels, host and the host's CPUs and memory."""
+    its slots (`capacity`), labels, host, the host's CPUs and memory, and the projects it has
+    warm containers for."""
 
     id: str
     running: tuple[str, ...]
@@ -125,6 +126,9 @@ class LiveBuilder:
     memory_bytes: int | None = None
     started_at: str | None = None
     last_seen: float | None = None
+    # A project id for each of its idle warm containers (a build of that project starts
+    # there with a `docker exec` instead of a container start).
+    warm: tuple[str, ...] = ()
 
     @property
     def has_free_slot(self) -> bool:
@@ -171,6 +175,7 @@ class BuilderFleet:
                     memory_bytes=_optional_int(status.get("memory_bytes")),
                     started_at=status.get("started_at"),
                     last_seen=_optional_float(status.get("at")),
+                    warm=tuple(str(p) for p in status.get("warm", ())),
                 )
             except (ValueError, TypeError, AttributeError):
                 log.warning("unreadable heartbeat of builder %s", builder_id)

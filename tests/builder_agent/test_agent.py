@@ -573,6 +573,14 @@ async def test_the_next_build_of_a_project_runs_in_its_warm_container_as_good_as
     assert idle.uses == 3 and idle.key.project_id == project_id
     idle.session.container.reload()
     assert idle.session.container.status == "running"
+    # The heartbeat says so at once, for the scheduler to send the project's builds here.
+    assert agent.heartbeat_status()["warm"] == [project_id]
+
+    async def heard() -> bool:
+        live = await BuilderFleet(stack.redis).live()
+        return live[agent.builder_id].warm == (project_id,)
+
+    await wait_until(heard, timeout=10, message="the heartbeat never named the warm project")
 
     # Another project never gets it: it starts a container of its own.
     seen = await build_and_settle(stack, agent, git_repo, sha, other_project_id)

@@ -67,8 +67,10 @@ async def builder_alive(
     capacity: int = 1,
     running: list[str] | None = None,
     labels: list[str] | None = None,
+    warm: list[str] | None = None,
 ) -> BuildClaims:
-    """A builder whose heartbeat is current."""
+    """A builder whose heartbeat is current (`warm`: a project id for each of its idle warm
+    containers)."""
     claims = BuildClaims(redis, builder_id)
     await claims.beat(
         {
@@ -77,6 +79,7 @@ async def builder_alive(
             "capacity": capacity,
             "labels": labels or [],
             "host": "test-host",
+            "warm": warm or [],
         }
     )
     return claims

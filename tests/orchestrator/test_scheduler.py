@@ -234,6 +234,22 @@ async def test_the_builder_with_the_most_free_slots_gets_the_build(
     assert await given_to(redis) == {first: "large"}
 
 
+async def test_a_builder_with_a_warm_container_of_the_project_gets_its_build_first(
+    redis: aioredis.Redis, dispatcher: Dispatcher, scheduler: Scheduler, project: Project
+) -> None:
+    other = await make_project(redis, "other")
+    await builder_alive(redis, "large", capacity=3, warm=[other.id])
+    await builder_alive(redis, "warm", capacity=2, warm=[project.id])
+    builds = {await triggered(dispatcher, project, branch=b, ago=30) for b in ("a", "b")}
+
+    await scheduler.run_round()
+
+    # By free slots both would go to "large". One goes to the builder with the project's warm
+    # container; that container is then promised, so the other goes by free slots again.
+    given = await given_to(redis)
+    assert set(given) == builds and sorted(given.values()) == ["large", "warm"]
+
+
 async def test_a_build_waiting_longer_than_the_queue_timeout_ends_timed_out(
     redis: aioredis.Redis, dispatcher: Dispatcher, scheduler: Scheduler, project: Project
 ) -> None:
