@@ -725,19 +725,26 @@ async def run_step_in(
 
 
 _OOM_KILLS = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
+# Where a container's memory kills are counted: cgroup v2 `memory.events`, v1 `oom_control`.
+OOM_COUNTER_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+
+
+def count_oom_kills(counters: bytes) -> int:
+    """The memory kills in the text of `OOM_COUNTER_FILES` (`oom_kill N` lines)."""
+    return sum(int(count) for count in _OOM_KILLS.findall(counters))
 
 
 async def _oom_kills(session: ExecSession) -> int:
-    """How many processes of the session's container the kernel killed for its memory limit
-    (cgroup v2 `memory.events`, v1 `memory.oom_control`); 0 if that cannot be read."""
-    argv = ["cat", "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+    """How many processes of the session's container the kernel killed for its memory limit;
+    0 if that cannot be read."""
+    argv = ["cat", *OOM_COUNTER_FILES]
     try:
         result = await _call(
             _exec, session.client, session.container.id, argv, session.spec.user, {}
         )
     except docker.errors.APIError:
         return 0
-    return sum(int(count) for count in _OOM_KILLS.findall(result.stdout))
+    return count_oom_kills(result.stdout)
 
 
 async def _exec_exit(
@@ -764,6 +771,11 @@ async def remove_build_containers(
     labels = [f"{LABEL_BUILD_ID}={build_id}"]
     if builder_id is not None:
         labels.append(f"{LABEL_BUILDER_ID}={builder_id}")
+    return await remove_labelled_containers(client, labels)
+
+
+async def remove_labelled_containers(client: docker.DockerClient, labels: list[str]) -> int:
+    """Remove the containers with every one of `labels` (`name` or `name=value`); the count."""
 
     def sweep() -> int:
         found = client.containers.list(all=True, filters={"label": labels})

@@ -108,7 +108,7 @@ class SourceCheckout:
         )
         reach = f"network {container.network}"
         if remote.local_path is not None:
-            network = "no network" if keep is None and warm is None else reach
+            network = "no network" if keep is None else reach
             reach = f"the repository mounted read-only at /source, {network}"
         where = "a clone container"
         if warm is not None:

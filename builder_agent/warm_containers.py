@@ -41,10 +41,13 @@ import docker
 
 from gobuild.builder_agent.container import (
     LABEL_BUILDER_ID,
+    OOM_COUNTER_FILES,
     ExecSession,
     StepSpec,
+    count_oom_kills,
     parse_user,
     remove_container,
+    remove_labelled_containers,
 )
 from gobuild.platform.waiting import cancel_and_wait, wait_within
 
@@ -93,9 +96,9 @@ for kind in shm sem msg; do
   { read -r header; ! read -r object; } < "/proc/sysvipc/$kind" ||
     { echo "IPC objects survive" >&2; exit 92; }
 done
-cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null
+cat {counters} 2>/dev/null
 exit 0
-"""
+""".replace("{counters}", " ".join(OOM_COUNTER_FILES))
 # What the build user may write to on the image's own file system (not mounts: -xdev).
 _SCAN = r"""find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune \
   -o -writable -printf '%y %p\n' 2>/dev/null; exit 0"""
@@ -244,15 +247,11 @@ class WarmContainers:
     async def _give_back(self, warm: WarmContainer) -> None:
         reusable = False
         try:
-            reusable = warm.uses < self.max_uses and not self._closed and await self._sanitize(warm)
+            if warm.uses < self.max_uses and not self._closed and await self._sanitize(warm):
+                await asyncio.to_thread(_empty_folder, warm.folder)
+                reusable = True
         except Exception as exc:
             log.warning("warm container %s not kept: %r", warm.session.container.name, exc)
-        if reusable and not self._closed:
-            try:
-                await asyncio.to_thread(_empty_folder, warm.folder)
-            except OSError as exc:
-                log.warning("warm container %s not kept: %s", warm.session.container.name, exc)
-                reusable = False
         if not reusable or self._closed:
             await self._discard(warm)
             return
@@ -288,11 +287,7 @@ class WarmContainers:
                 result.stderr.decode("utf-8", "replace").strip() or f"exit {result.exit_code}",
             )
             return False
-        session.oom_kills_before = sum(
-            int(line.split()[1])
-            for line in result.stdout.decode("ascii", "replace").splitlines()
-            if line.startswith("oom_kill ") and line.split()[1].isdigit()
-        )
+        session.oom_kills_before = count_oom_kills(result.stdout)
         return True
 
     async def _writable_roots(self, session: ExecSession) -> tuple[str, ...] | None:
@@ -344,14 +339,8 @@ class WarmContainers:
         """Remove warm containers and folders a previous run of this builder left (it
         crashed); the count of containers."""
 
-        def sweep() -> int:
-            labels = [LABEL_WARM, f"{LABEL_BUILDER_ID}={self.builder_id}"]
-            found = self.client.containers.list(all=True, filters={"label": labels})
-            for container in found:
-                remove_container(self.client, container, container.name)
-            return len(found)
-
-        removed = int(await asyncio.to_thread(sweep))
+        labels = [LABEL_WARM, f"{LABEL_BUILDER_ID}={self.builder_id}"]
+        removed = await remove_labelled_containers(self.client, labels)
         pattern = f"{self._folder_prefix}*"
         for folder in await asyncio.to_thread(lambda: list(self.root.glob(pattern))):
             await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
