@@ -219,11 +219,17 @@ class LogStreamer:
         """A line of GoBuild's own (`Cloning ...`, `$ npm ci`, the result)."""
         await self.write("system", line)
 
-    async def close(self, timeout: float = 30.0) -> None:
-        """Publish everything written and a last chunk marked `final`."""
+    async def close(self, timeout: float = 30.0, *, last_line: str | None = None) -> None:
+        """Publish everything written and a last chunk marked `final`, with GoBuild's
+        `last_line` if given (the result: one chunk fewer than a line of its own)."""
         if self._closed:
             return
         self._announce_drops(time.monotonic(), force=True)
+        if last_line is not None:
+            line = cap_line(self.secrets.apply(last_line))
+            size = len(line.encode("utf-8", errors="replace"))
+            self.limits.count_system_line(size)
+            self._append("system", line, size, hold=True)
         self._closed = True
         limits = self.limits
         if limits.dropped_after_truncation or limits.dropped_for_rate:
@@ -256,8 +262,11 @@ class LogStreamer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _append(self, stream: LogStream, line: str, size: int | None = None) -> None:
-        """Put a line into the current batch; cut a chunk when the batch is due."""
+    def _append(
+        self, stream: LogStream, line: str, size: int | None = None, *, hold: bool = False
+    ) -> None:
+        """Put a line into the current batch; cut a chunk when the batch is due (with `hold`
+        only when it must: the caller cuts it)."""
         if size is None:
             size = len(line.encode("utf-8", errors="replace"))
         if self._lines and (stream != self._stream or self._bytes + size > MAX_CHUNK_BYTES):
@@ -267,6 +276,8 @@ class LogStreamer:
         self._stream = stream
         self._lines.append(line)
         self._bytes += size
+        if hold:
+            return
         quiet = asyncio.get_running_loop().time() - self._last_cut_at >= self._interval
         if quiet or len(self._lines) >= self._batch_lines:
             self._cut()

@@ -117,6 +117,7 @@ class BuildPipeline:
     async def _build_and_deploy(self, run: BuildRun) -> Outcome:
         request, logs, settings = run.request, run.logs, self.settings
 
+        # The build's start (from `dispatched`, or again after a lost builder) and its first step.
         await self.reporter.status(run, BuildState.RUNNING, step="checkout")
         target = request.commit_sha or request.branch or request.ref
         await logs.system(f"Cloning {redact_url(request.repo_url)} ({target})")

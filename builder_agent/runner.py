@@ -154,8 +154,7 @@ class BuildRunner:
                 if build.state == BuildState.RUNNING or attempt > 1:
                     await logs.system(f"Resuming after builder loss (attempt {attempt})")
                     await self._remove_leftovers(run)
-                if build.state != BuildState.RUNNING:
-                    await self.reporter.status(run, BuildState.RUNNING)
+                # The pipeline's first event (running, at checkout) is the build's start.
                 outcome = await self.pipeline.execute(run)
             # Containers and files go before the result is told: a finished build holds nothing.
             await self._clean_up(run)
@@ -181,8 +180,9 @@ class BuildRunner:
                     stale.unlink(missing_ok=True)
 
     async def _abandon(self, run: BuildRun) -> None:
-        await run.logs.system("Builder stopped; the build will run again on another builder")
-        await run.logs.close(timeout=5)
+        await run.logs.close(
+            timeout=5, last_line="Builder stopped; the build will run again on another builder"
+        )
 
     async def _clean_up(self, run: BuildRun) -> None:
         """Remove the build's containers, workspace and archive, even while being cancelled."""
@@ -213,7 +213,6 @@ class BuildRunner:
             last_line = f"Build {outcome.reason}"
         else:
             last_line = f"Build failed: {outcome.reason}"
-        await run.logs.system(last_line)
-        await run.logs.close()
+        await run.logs.close(last_line=last_line)
         log.info("build %s: %s", run.build_id, last_line)
         await self.delivery.deliver(self.reporter.result(run, outcome, duration))

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from gobuild.platform.bus import (
     CONSUMER_METADATA_MAX_AGE_MS,
     CONSUMER_START_TIMEOUT_SECONDS,
+    FETCH_MAX_WAIT_MS,
     TOPIC_CHECK_SECONDS,
     TOPIC_REPAIR_TIMEOUT_SECONDS,
     TopicsMissing,
@@ -87,7 +88,7 @@ class JobWorker:
             # Only for a position the broker no longer has (it lost its data): all it has now
             # was published since, so it is read from the start.
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
         )
 

@@ -50,6 +50,14 @@ RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
 # A consumer notices topics that appear (re-created) on its next metadata refresh.
 CONSUMER_METADATA_MAX_AGE_MS = 10_000
+# How long the broker may hold a fetch that finds nothing new. A broker that answers as soon
+# as a record arrives (Apache Kafka) adds no delay with a longer wait; the embedded one may
+# answer only when the wait is up, so consumers a person watches through (builds starting,
+# live logs, the scheduler) keep it short, and each of their idle polls costs the broker
+# and the consumer a little CPU. Consumers nobody waits on (notifications, which coalesce
+# for seconds anyway) wait longer and poll a tenth as often.
+FETCH_MAX_WAIT_MS = 50
+RELAXED_FETCH_MAX_WAIT_MS = 500
 
 
 class TopicsMissing(KafkaError):
@@ -158,7 +166,7 @@ class EventProducer:
                 bootstrap_servers=self._settings.kafka_bootstrap,
                 group_id=None,
                 enable_auto_commit=False,
-                fetch_max_wait_ms=50,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             await reader.start()
             try:
@@ -242,6 +250,7 @@ def make_consumer(
     auto_commit: bool = True,
     from_beginning: bool = True,
     max_poll_interval_ms: int = 300_000,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
@@ -250,7 +259,7 @@ def make_consumer(
         client_id=client_id,
         enable_auto_commit=auto_commit,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        fetch_max_wait_ms=50,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         max_poll_interval_ms=max_poll_interval_ms,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
@@ -320,16 +329,23 @@ async def consume_forever(
     client_id: str,
     joined: asyncio.Event | None = None,
     from_beginning: bool = True,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> None:
     """Hand each valid event on `topics` to `handle` until cancelled; a failing handler is
     logged and the loop goes on. Survives a lost broker: on a broker error, or when its topics
     are gone, the consumer is rebuilt (topics re-created, group joined again) with backoff.
     `joined` is set once the first consumer has started. A group without committed offsets
-    starts at the oldest record, or with `from_beginning=False` at the newest."""
+    starts at the oldest record, or with `from_beginning=False` at the newest.
+    `fetch_max_wait_ms`: see FETCH_MAX_WAIT_MS."""
     delay = RECONNECT_MIN_SECONDS
     while True:
         consumer = make_consumer(
-            settings, topics, group_id, client_id=client_id, from_beginning=from_beginning
+            settings,
+            topics,
+            group_id,
+            client_id=client_id,
+            from_beginning=from_beginning,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         try:
             await wait_within(ensure_topics(settings, topics), TOPIC_REPAIR_TIMEOUT_SECONDS)

@@ -18,7 +18,12 @@ from quart import Quart
 
 from gobuild.platform.api_errors import register_error_handlers
 from gobuild.platform.auth.users import UserStore
-from gobuild.platform.bus import EventProducer, consume_forever, wait_for_topics
+from gobuild.platform.bus import (
+    RELAXED_FETCH_MAX_WAIT_MS,
+    EventProducer,
+    consume_forever,
+    wait_for_topics,
+)
 from gobuild.platform.config import AuthSettings, GatewaySettings, NotificationSettings, Settings
 from gobuild.platform.events import (
     TOPIC_BUILD_COMPLETIONS,
@@ -128,6 +133,7 @@ def create_app(
                 group_id=STAGES_GROUP,
                 client_id="notifications-stages",
                 joined=joined[0],
+                fetch_max_wait_ms=RELAXED_FETCH_MAX_WAIT_MS,
             ),
         )
         start(
@@ -139,6 +145,7 @@ def create_app(
                 group_id=LOGS_GROUP,
                 client_id="notifications-logs",
                 joined=joined[1],
+                fetch_max_wait_ms=RELAXED_FETCH_MAX_WAIT_MS,
             ),
         )
         start("deliveries", worker.run_forever())

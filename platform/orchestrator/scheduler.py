@@ -113,6 +113,7 @@ class Scheduler:
         ids = [build_id for build_id, _ in order]
         builds = {b.id: b for b in await self.builds.get_many(ids)}
         tickets = await self.queue.tickets(ids)
+        cancelled = await self.builds.cancels_requested(ids)
         broker_down = False
         for build_id, score in order:
             build = builds.get(build_id)
@@ -125,7 +126,7 @@ class Scheduler:
             if broker_down:
                 state.waiting.append(Waiting(build, ticket, "broker_unavailable"))
                 continue
-            if not await self._still_waiting(build, ticket, now):
+            if not await self._still_waiting(build, ticket, now, build_id in cancelled):
                 continue
             project = await self._project(state, build.project_id)
             if project is None:
@@ -148,9 +149,11 @@ class Scheduler:
 
     # One build ------------------------------------------------------------------------------
 
-    async def _still_waiting(self, build: Build, ticket: QueueTicket, now: float) -> bool:
+    async def _still_waiting(
+        self, build: Build, ticket: QueueTicket, now: float, cancelled: bool
+    ) -> bool:
         """End the build if it was cancelled or waited too long; whether it still waits."""
-        if await self.builds.cancel_requested(build.id):
+        if cancelled:
             await self.dispatcher.end_unheld(
                 build, BuildState.CANCELLED, "cancelled before it started"
             )

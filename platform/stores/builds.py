@@ -8,7 +8,7 @@ a late one adds what it tells to the step history and never moves the state back
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -418,6 +418,13 @@ class BuildStore:
 
     async def cancel_requested(self, build_id: str) -> bool:
         return bool(await self.redis.exists(key_cancel_requested(build_id)))
+
+    async def cancels_requested(self, build_ids: Sequence[str]) -> set[str]:
+        """Which of `build_ids` were asked to stop (one round trip for all)."""
+        if not build_ids:
+            return set()
+        flags = await self.redis.mget([key_cancel_requested(build_id) for build_id in build_ids])
+        return {build_id for build_id, flag in zip(build_ids, flags, strict=True) if flag}
 
     async def cancel_reason(self, build_id: str) -> str | None:
         """The reason a cancel request gave, or None (none given, or no request)."""

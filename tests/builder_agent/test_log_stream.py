@@ -77,6 +77,25 @@ async def test_chunks_are_numbered_in_order_with_one_stream_each_and_a_final_chu
     assert {(c.attempt, c.project_id) for c in chunks} == {(2, "p_1")}
 
 
+async def test_the_result_line_given_to_close_rides_in_the_final_chunk_even_after_a_quiet_spell(
+    settings: Settings, producer: EventProducer
+) -> None:
+    build_id = unique("b_last")
+    logs = LogStreamer(producer, settings, build_id=build_id, project_id="p_1", attempt=1)
+    logs.secrets.add("hunter2")
+    await logs.start()
+    await logs.write("stdout", "done")
+    await asyncio.sleep(0.2)  # quiet for longer than the flush interval: "done" went out alone
+    await logs.close(last_line="Build failed: hunter2 was wrong")
+
+    chunks = await read_chunks(settings, build_id)
+
+    assert [(c.seq, c.stream, c.lines, c.final) for c in chunks] == [
+        (0, "stdout", ["done"], False),
+        (1, "system", ["Build failed: *** was wrong"], True),
+    ]
+
+
 async def test_lines_are_published_within_the_flush_interval_before_close(
     settings: Settings, producer: EventProducer
 ) -> None:
