@@ -91,6 +91,12 @@ class BuildRun:
         self.workspace = warm.folder
         self.clone_session = warm.session
 
+    def drop_warm(self) -> None:
+        """Forget a warm container that turned out unusable (its pool removes it): the build
+        goes on as if it never had it."""
+        self.warm = None
+        self.clone_session = None
+
     def release_clone_session(self) -> None:
         """No more commands in the kept clone container: remove it (in the background, with the
         build's removals), unless it is a warm one (given back at the build's end)."""

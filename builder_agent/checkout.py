@@ -40,8 +40,16 @@ from gobuild.builder_agent.container import (
     ExecSession,
     PendingRemovals,
     StepSpec,
+    count_oom_kills,
     exec_session,
     hand_workspace_to,
+)
+from gobuild.builder_agent.warm_containers import (
+    CLEAN_FIRST,
+    NO_CLEANING,
+    NOT_CLEAN_EXIT,
+    Cleaning,
+    ContainerNotClean,
 )
 from gobuild.platform.config import Settings
 from gobuild.platform.repo_url import (
@@ -154,8 +162,12 @@ class CloneContainer:
     cpus: float = 1.0
     pids_limit: int = 256
     labels: Mapping[str, str] = field(default_factory=dict)
-    # Who the container's own process runs as, if not `user` (a warm container's: root).
+    # Who the container's own process runs as, if not `user` (a warm container's: root), and
+    # its command, capabilities and writable mounts, if not an idle process's (its keeper's).
     main_user: str | None = None
+    main_argv: tuple[str, ...] | None = None
+    main_capabilities: tuple[str, ...] = ()
+    main_mounts: Mapping[str, str] = field(default_factory=dict)
     # The certificate authorities git trusts besides the image's (GOBUILD_BUILD_CA_BUNDLE).
     ca_trust: BuildCaTrust = NO_EXTRA_TRUST
 
@@ -323,6 +335,9 @@ def clone_spec(remote: GitRemote, folder: Path, *, purpose: str, kept: bool) -> 
         pids_limit=container.pids_limit,
         user=container.user,
         main_user=container.main_user,
+        main_argv=container.main_argv,
+        main_capabilities=container.main_capabilities,
+        main_mounts=container.main_mounts,
         network="none" if local and not kept else container.network,
         labels={**container.labels, LABEL_STEP: purpose},
         name_hint=purpose,
@@ -429,11 +444,18 @@ class CheckoutFacts:
 # `ls-remote`, `contained yes|no|unknown`, or `failed <git command>` before exit 1. Exit 3
 # (_FAST_CHECKOUT_EXIT_FETCH): the first fetch failed and nothing else was done (the caller
 # goes the long way). The history for the ancestry question goes to the container's /tmp,
-# never into the workspace, and its failures leave the answer `unknown`.
+# never into the workspace, and its failures leave the answer `unknown`. In a warm container
+# it begins with CLEAN_FIRST, which also prints the memory-kill counters (`oom_kill N`) or
+# exits NOT_CLEAN_EXIT.
 _FAST_CHECKOUT_EXIT_FETCH = 3
-_FAST_CHECKOUT = """
+_FAST_CHECKOUT = (
+    """
 set -u
 fail() { printf 'failed %s\\n' "$1"; exit 1; }
+"""
+    # In a warm container: first what an earlier build left is emptied (warm_containers.py).
+    + CLEAN_FIRST
+    + """
 if [ -n "$GOBUILD_SAFE_DIRECTORY" ]; then
   git "$@" config --global safe.directory "$GOBUILD_SAFE_DIRECTORY" || fail config
 fi
@@ -478,6 +500,7 @@ then
 fi
 printf 'contained %s\\n' "$answer"
 """
+)
 # How far apart, in commits, the checkout's own session looks for the ancestry answer; past
 # that the promotion asks `commit_in_history`, which may look much further.
 CHECKOUT_HISTORY_DEPTH_LIMIT = 32
@@ -525,13 +548,15 @@ async def checkout_with_facts(
     removals: PendingRemovals | None = None,
     keep: Callable[[ExecSession], None] | None = None,
     warm: ExecSession | None = None,
+    cleaning: Cleaning | None = None,
 ) -> CheckoutFacts:
     """`checkout`, and in the same clone container: the head of branch `head_of` on the
     remote right after the fetch, and whether commit `contained_in` is the checked-out commit
     or a descendant of it. One container and, usually, one exec for all of it; once done the
     container is handed to `keep` if given (for the build's steps), else removed by
     `removals` in the background if given. With `warm`, git runs in that running container
-    (see `git_session`).
+    (see `git_session`), after `cleaning` empties what its earlier build left (else
+    ContainerNotClean).
     """
     sha = validate_commit_sha(commit_sha) if commit_sha else None
     target = _fetch_target(ref, branch)
@@ -569,8 +594,14 @@ async def checkout_with_facts(
                 "GOBUILD_CONTAINED_IN": contained_in or "",
                 "GOBUILD_HISTORY_DEPTH": str(_HISTORY_FIRST_DEPTH),
                 "GOBUILD_HISTORY_MAX_DEPTH": str(CHECKOUT_HISTORY_DEPTH_LIMIT),
+                **(cleaning.values() if cleaning is not None else NO_CLEANING),
             },
         )
+        if cleaning is not None:
+            if result.exit_code == NOT_CLEAN_EXIT:
+                raise ContainerNotClean(result.stderr.decode("utf-8", "replace").strip())
+            # Only kills beyond the earlier builds' are this build's.
+            git.session.oom_kills_before = count_oom_kills(result.stdout)
         if result.exit_code == _FAST_CHECKOUT_EXIT_FETCH:
             if sha is not None:
                 log.info(

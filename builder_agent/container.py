@@ -95,6 +95,13 @@ class StepSpec:
     # may belong to another user than the commands exec'd in it, which then cannot signal or
     # trace it (a warm container's, see warm_containers.py).
     main_user: str | None = None
+    # The container's own command, if not the step's `sh -c command` (an exec session's: an
+    # idle process), what it may do besides what any process may (Linux capabilities of a
+    # root `main_user`: commands exec'd as another user have none), and host folders mounted
+    # writable for it (host path -> path in the container).
+    main_argv: tuple[str, ...] | None = None
+    main_capabilities: tuple[str, ...] = ()
+    main_mounts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -187,7 +194,7 @@ def _container_name(spec: StepSpec) -> str:
 def _create(client: docker.DockerClient, spec: StepSpec, name: str) -> Container:
     return client.containers.create(
         spec.image,
-        ["sh", "-c", spec.command],
+        list(spec.main_argv) if spec.main_argv else ["sh", "-c", spec.command],
         name=name,
         working_dir=spec.workdir,
         volumes={
@@ -196,6 +203,7 @@ def _create(client: docker.DockerClient, spec: StepSpec, name: str) -> Container
                 path: {"bind": inside, "mode": "ro"}
                 for path, inside in spec.read_only_mounts.items()
             },
+            **{path: {"bind": inside, "mode": "rw"} for path, inside in spec.main_mounts.items()},
         },
         user=spec.main_user or spec.user,
         environment=dict(spec.env),
@@ -204,6 +212,7 @@ def _create(client: docker.DockerClient, spec: StepSpec, name: str) -> Container
         nano_cpus=int(spec.cpus * 1_000_000_000),
         pids_limit=spec.pids_limit,
         cap_drop=["ALL"],
+        cap_add=list(spec.main_capabilities) or None,
         security_opt=["no-new-privileges"],
         privileged=False,
         network_mode=spec.network,

@@ -25,8 +25,16 @@ from gobuild.builder_agent.container import (
     LABEL_BUILDER_ID,
     ExecSession,
     ensure_image,
+    parse_user,
 )
-from gobuild.builder_agent.warm_containers import MAIN_USER, WarmContainer, WarmContainers, WarmKey
+from gobuild.builder_agent.warm_containers import (
+    KEEPER_CAPABILITIES,
+    MAIN_USER,
+    ContainerNotClean,
+    WarmContainer,
+    WarmContainers,
+    WarmKey,
+)
 from gobuild.platform.config import Settings
 from gobuild.platform.repo_credentials import RepoCredentialCipher, UnreadableCredentials
 from gobuild.platform.repo_url import RepoSourcePolicy
@@ -92,12 +100,33 @@ class SourceCheckout:
         """Check out the build's commit into its workspace and, in the same clone container,
         look up branch `head_of` on the remote and whether commit `contained_in` contains the
         one checked out (`checkout_with_facts`)."""
+        try:
+            return await self._check_out(run, remote, head_of, contained_in, reuse=True)
+        except ContainerNotClean as exc:
+            # Whatever the earlier build left, this one starts afresh in a new container.
+            assert run.warm is not None and self.warm is not None
+            self.warm.discard_later(run.warm)
+            run.drop_warm()
+            await run.logs.system(
+                f"The warm container was not clean ({exc}); checking out in a new container"
+            )
+            return await self._check_out(run, remote, head_of, contained_in, reuse=False)
+
+    async def _check_out(
+        self,
+        run: BuildRun,
+        remote: GitRemote,
+        head_of: str | None,
+        contained_in: str | None,
+        *,
+        reuse: bool,
+    ) -> CheckoutFacts:
         request = run.request
         # Kept for the steps: then also a local repository's checkout is on the build network.
         keep = run.keep_clone_session if self.settings.build_steps_in_clone_container else None
         warm: WarmContainer | None = None
-        if self.warm is not None:
-            remote, warm, keep = self._warm_container(run, remote)
+        if self.warm is not None and parse_user(remote.container.user)[0] != 0:
+            remote, warm, keep = self._warm_container(run, remote, reuse=reuse)
         container = remote.container
         await ensure_image(
             self.docker,
@@ -129,29 +158,39 @@ class SourceCheckout:
             removals=run.removals,
             keep=keep,
             warm=warm.session if warm is not None else None,
+            cleaning=warm.cleaning if warm is not None else None,
         )
 
     def _warm_container(
-        self, run: BuildRun, remote: GitRemote
+        self, run: BuildRun, remote: GitRemote, *, reuse: bool
     ) -> tuple[GitRemote, WarmContainer | None, Callable[[ExecSession], None]]:
-        """The build checks out in a warm container of its project if one is idle (the
-        build's workspace becomes its folder), else in a new one that is kept at its end: the
-        remote with the warm container's labels and users, the one taken (if any) and what
-        keeps a new one."""
+        """The build checks out in a warm container of its project if one is idle (and
+        `reuse`; the build's workspace becomes its folder), else in a new one that is kept at
+        its end: the remote with the warm container's labels and users, the one taken (if
+        any) and what keeps a new one."""
         pool = self.warm
         assert pool is not None
         project_id = run.request.project_id
         container = replace(remote.container, labels=pool.labels(project_id), main_user=MAIN_USER)
-        remote = replace(remote, container=container)
-        folder = pool.new_folder()
-        key = WarmKey.of(project_id, clone_spec(remote, folder, purpose="checkout", kept=True))
-        warm = pool.take(key)
+        spec = clone_spec(
+            replace(remote, container=container), run.workspace, purpose="checkout", kept=True
+        )
+        key = WarmKey.of(project_id, spec)
+        warm = pool.take(key) if reuse else None
         if warm is not None:
             run.use_warm(warm)
-            return remote, warm, run.keep_clone_session
+            return replace(remote, container=container), warm, run.keep_clone_session
+        folder = pool.new_folder()
+        argv, mounts = pool.keeper(parse_user(container.user)[0], folder)
+        container = replace(
+            container,
+            main_argv=argv,
+            main_capabilities=KEEPER_CAPABILITIES,
+            main_mounts=mounts,
+        )
         run.workspace = folder
 
         def keep(session: ExecSession) -> None:
             run.use_warm(pool.adopt(key, session, folder))
 
-        return remote, None, keep
+        return replace(remote, container=container), None, keep

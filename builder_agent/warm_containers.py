@@ -7,16 +7,22 @@ running one costs a fraction of it. So once a build is over, its container is ma
 new and kept, idle, for a while: the next build of the same project, with the same image,
 limits, network and mounts, checks out and runs its steps in it.
 
-Made as good as new means, before the container is taken again:
-- every process of the build user is killed. The container's own process (an idle `sleep`)
-  belongs to root, which the build user, without capabilities, can neither signal nor trace;
-- every place the build user may write to is emptied: the workspace (on the host) and the
-  folders of the image's file system it may write to (found once per image by `find -writable`
-  as that user), /dev/shm and /dev/mqueue; its System V IPC objects are removed;
-- the container's memory-kill count is read, so a later build's out-of-memory check counts
-  only its own kills.
+Made as good as new, in two halves, so that it costs no `docker exec` of its own:
+- when the build ends, every process of the build user is killed by the container's keeper:
+  its own process, root with no capability but CAP_KILL, which the build user can neither
+  signal nor trace. The builder signals it (SIGUSR1); it kills until none is left, reaped
+  too, and reports it in a file of a folder only root may enter (mounted from the host).
+  Then the builder empties the workspace (on the host);
+- when the next build takes it, the first lines of its checkout, as the build user, before
+  git runs: the folders of the image's file system the build user may write to (found once
+  per image by `find -writable` as that user), /dev/shm and /dev/mqueue are emptied, its
+  System V IPC objects removed, and the container's memory-kill count read, so the build's
+  out-of-memory check counts only its own kills (`CLEAN_FIRST`). What is left by then can
+  only be files and IPC objects, nothing that runs: no process of an earlier build sees the
+  checkout's credentials or touches its commit.
 If any of this fails (the container was killed, a process survives, a file stays, the image
-has a file the build user may write to) the container is removed instead.
+has a file the build user may write to) the container is removed instead, and a build that
+found it so checks out in a new one.
 
 A warm container never goes to another project: projects are the boundary between tenants,
 and builds of one project already share its dependency caches. It is removed after
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -44,7 +51,6 @@ from gobuild.builder_agent.container import (
     OOM_COUNTER_FILES,
     ExecSession,
     StepSpec,
-    count_oom_kills,
     parse_user,
     remove_container,
     remove_labelled_containers,
@@ -60,45 +66,96 @@ FOLDER_PREFIX = "warm-"
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 # Mounted by Docker in every container, writable by anyone.
 _SHARED_MEMORY = ("/dev/shm", "/dev/mqueue")
-_SANITIZE_SECONDS = 30.0
+# Where a warm container's keeper reports, inside it (a host folder only root may enter).
+KEEPER_MOUNT = "/run/gobuild-keeper"
+KEEPER_SUFFIX = ".keeper"
+# What the keeper may do besides what any process may: signal the build user's processes.
+KEEPER_CAPABILITIES = ("KILL",)
+_KILL_SECONDS = 30.0
 _SCAN_SECONDS = 120.0
 _CLOSE_SECONDS = 30.0
 _EXPIRY_CHECK_SECONDS = 5.0
+_STATUS_POLL_SECONDS = 0.005
 
-# Run as the build user, its uid first, then the folders to empty. `kill -9 -1` signals every
-# process the caller may signal but itself: the build user's (and fails on no other). Until
-# none is left, reaped too (bounded: processes that outlast it make the container unusable).
-_SANITIZE = r"""
-me=$1; shift
+# `survivors UID`: whether a process of user UID other than this shell is left (zombies too).
+_SURVIVORS = r"""
 survivors() {
   for proc in /proc/[0-9]*; do
     [ "${proc#/proc/}" != "$$" ] || continue
     while read -r key real rest; do
-      if [ "$key" = "Uid:" ]; then [ "$real" != "$me" ] || return 0; break; fi
+      if [ "$key" = "Uid:" ]; then [ "$real" != "$1" ] || return 0; break; fi
     done < "$proc/status" 2>/dev/null
   done
   return 1
 }
-tries=0
-while survivors; do
-  kill -9 -1 2>/dev/null
-  tries=$((tries + 1))
-  [ "$tries" -lt 300 ] || { echo "processes survive" >&2; exit 90; }
-  sleep 0.01
-done
-find "$@" -mindepth 1 -maxdepth 1 -user "$me" -exec chmod -R u+rwx -- {} + 2>/dev/null
-find "$@" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + 2>/dev/null
-left=$(find "$@" -mindepth 1 -user "$me" -print -quit 2>/dev/null)
-[ -z "$left" ] || { echo "could not remove $left" >&2; exit 91; }
-command -v ipcrm >/dev/null 2>&1 && ipcrm --all 2>/dev/null
-for kind in shm sem msg; do
-  [ -r "/proc/sysvipc/$kind" ] || continue
-  { read -r header; ! read -r object; } < "/proc/sysvipc/$kind" ||
-    { echo "IPC objects survive" >&2; exit 92; }
-done
-cat {counters} 2>/dev/null
-exit 0
-""".replace("{counters}", " ".join(OOM_COUNTER_FILES))
+"""
+# A warm container's own process, as root with KEEPER_CAPABILITIES; its arguments: the build
+# user's uid and the status file. On SIGUSR1 it kills every process but itself and init (its
+# `kill -9 -1`) until none of the build user's is left, reaped too (bounded: processes that
+# outlast it make the container unusable), then writes `clean N` (or `dirty N`) for its Nth
+# round.
+KEEPER = (
+    _SURVIVORS
+    + r"""
+me=$1; status=$2; round=0
+report() { printf '%s %d\n' "$1" "$round" > "$status.new" && mv -f "$status.new" "$status"; }
+clean() {
+  round=$((round + 1)); tries=0
+  while survivors "$me"; do
+    kill -9 -1 2>/dev/null
+    tries=$((tries + 1))
+    if [ "$tries" -ge 300 ]; then report dirty; return; fi
+    sleep 0.01
+  done
+  report clean
+}
+trap clean USR1
+report ready
+while :; do sleep 86400 & wait $!; done
+"""
+)
+# Exit code of a checkout that began with CLEAN_FIRST when the container was not clean.
+NOT_CLEAN_EXIT = 4
+# The first lines of a build's checkout in a warm container, as the build user: a no-op
+# unless GOBUILD_CLEAN_UID is set; then, with the folders to empty (GOBUILD_CLEAN_ROOTS, one a
+# line), no process of that user but this shell may be left (the keeper killed them), the
+# folders are emptied, the System V IPC tables checked empty and the memory-kill counters
+# printed; exit NOT_CLEAN_EXIT with the reason on stderr if any of it fails. In a function, so
+# the caller's positional parameters stay.
+CLEAN_FIRST = (
+    (
+        _SURVIVORS
+        + r"""
+gobuild_clean() {
+  me=$1; shift
+  IFS=$gobuild_ifs  # the folders are split: back to the shell's own splitting and globbing
+  set +f
+  ! survivors "$me" || { echo "processes of an earlier build survive" >&2; exit {not_clean}; }
+  find "$@" -mindepth 1 -maxdepth 1 -user "$me" -exec chmod -R u+rwx -- {} + 2>/dev/null
+  find "$@" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + 2>/dev/null
+  left=$(find "$@" -mindepth 1 -user "$me" -print -quit 2>/dev/null)
+  [ -z "$left" ] || { echo "could not remove $left" >&2; exit {not_clean}; }
+  command -v ipcrm >/dev/null 2>&1 && ipcrm --all 2>/dev/null
+  for kind in shm sem msg; do
+    [ -r "/proc/sysvipc/$kind" ] || continue
+    { read -r header; ! read -r object; } < "/proc/sysvipc/$kind" ||
+      { echo "IPC objects survive" >&2; exit {not_clean}; }
+  done
+  cat {counters} 2>/dev/null
+  return 0
+}
+if [ -n "$GOBUILD_CLEAN_UID" ]; then
+  gobuild_ifs=$IFS
+  IFS='
+'
+  set -f
+  gobuild_clean "$GOBUILD_CLEAN_UID" $GOBUILD_CLEAN_ROOTS
+fi
+"""
+    )
+    .replace("{counters}", " ".join(OOM_COUNTER_FILES))
+    .replace("{not_clean}", str(NOT_CLEAN_EXIT))
+)
 # What the build user may write to on the image's own file system (not mounts: -xdev).
 _SCAN = r"""find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune \
   -o -writable -printf '%y %p\n' 2>/dev/null; exit 0"""
@@ -143,6 +200,48 @@ class WarmContainer:
     # Builds that used it, the current one included.
     uses: int = 1
     idle_since: float = field(default_factory=time.monotonic)
+    # What its next build runs first (None: nothing, it is new).
+    cleaning: Cleaning | None = None
+    # The keeper's rounds so far.
+    rounds: int = 0
+
+    @property
+    def keeper_folder(self) -> Path:
+        return keeper_folder(self.folder)
+
+
+@dataclass(frozen=True)
+class Cleaning:
+    """The second half of making a warm container as good as new: what its next build's
+    checkout empties first, as the build user (`CLEAN_FIRST`)."""
+
+    uid: int
+    roots: tuple[str, ...]
+
+    def values(self) -> dict[str, str]:
+        """CLEAN_FIRST's environment."""
+        return {"GOBUILD_CLEAN_UID": str(self.uid), "GOBUILD_CLEAN_ROOTS": "\n".join(self.roots)}
+
+
+# CLEAN_FIRST's environment when there is nothing to clean.
+NO_CLEANING = {"GOBUILD_CLEAN_UID": "", "GOBUILD_CLEAN_ROOTS": ""}
+
+
+class ContainerNotClean(RuntimeError):
+    """A warm container's checkout found what an earlier build left (its message says what)."""
+
+
+def keeper_folder(folder: Path) -> Path:
+    """The host folder where the keeper of the warm container with workspace `folder` reports."""
+    return folder.with_name(folder.name + KEEPER_SUFFIX)
+
+
+def keeper_status(folder: Path) -> str:
+    """The keeper's last report (`ready 0`, `clean N`, `dirty N`); empty if none."""
+    try:
+        return (keeper_folder(folder) / "status").read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def writable_roots(scan: str) -> tuple[str, ...] | None:
@@ -216,6 +315,16 @@ class WarmContainers:
         """A fresh host folder for a new warm container's workspace."""
         return self.root / f"{self._folder_prefix}{secrets.token_hex(8)}"
 
+    @staticmethod
+    def keeper(uid: int, folder: Path) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The main command of the warm container with workspace `folder` for build user
+        `uid`, and its keeper's folder mounted (created now: only root may enter it)."""
+        keeper = keeper_folder(folder)
+        keeper.mkdir(mode=0o700, parents=True)
+        os.chown(keeper, 0, 0)
+        argv = ("sh", "-c", KEEPER, "keeper", str(uid), f"{KEEPER_MOUNT}/status")
+        return argv, {str(keeper): KEEPER_MOUNT}
+
     def idle(self) -> list[WarmContainer]:
         return list(self._idle)
 
@@ -247,9 +356,13 @@ class WarmContainers:
     async def _give_back(self, warm: WarmContainer) -> None:
         reusable = False
         try:
-            if warm.uses < self.max_uses and not self._closed and await self._sanitize(warm):
-                await asyncio.to_thread(_empty_folder, warm.folder)
-                reusable = True
+            if warm.uses < self.max_uses and not self._closed and await self._kill_leftovers(warm):
+                roots = await self._writable_roots(warm.session)
+                if roots is not None:
+                    await asyncio.to_thread(_empty_folder, warm.folder)
+                    uid, _ = parse_user(warm.session.spec.user)
+                    warm.cleaning = Cleaning(uid, roots)
+                    reusable = True
         except Exception as exc:
             log.warning("warm container %s not kept: %r", warm.session.container.name, exc)
         if not reusable or self._closed:
@@ -268,34 +381,35 @@ class WarmContainers:
         while len(self._idle) > self.max_idle:
             await self._discard(self._idle.pop(0))
 
-    async def _sanitize(self, warm: WarmContainer) -> bool:
-        """Kill the build user's processes, empty what it may write to; whether that worked."""
-        session = warm.session
-        uid, _ = parse_user(session.spec.user)
-        roots = await self._writable_roots(session)
-        if roots is None:
-            return False
-        result = await session.run(
-            ["sh", "-c", _SANITIZE, "sanitize", str(uid), *roots],
-            env={},
-            timeout=_SANITIZE_SECONDS,
-        )
-        if result.exit_code != 0:
-            log.warning(
-                "warm container %s not kept: %s",
-                session.container.name,
-                result.stderr.decode("utf-8", "replace").strip() or f"exit {result.exit_code}",
-            )
-            return False
-        session.oom_kills_before = count_oom_kills(result.stdout)
-        return True
+    async def _kill_leftovers(self, warm: WarmContainer) -> bool:
+        """Have the keeper kill the build user's processes; whether it reports them gone."""
+        container = warm.session.container
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _KILL_SECONDS
+        warm.rounds += 1
+        signalled = False
+        while True:
+            status = keeper_status(warm.folder)
+            if not signalled and status:  # its trap is set: the signal cannot stop it
+                await asyncio.to_thread(container.kill, signal="SIGUSR1")
+                signalled = True
+            if status == f"clean {warm.rounds}":
+                return True
+            if status == f"dirty {warm.rounds}" or loop.time() >= deadline:
+                log.warning(
+                    "warm container %s not kept: %s",
+                    container.name,
+                    "processes survive" if status.startswith("dirty") else "its keeper is silent",
+                )
+                return False
+            await asyncio.sleep(_STATUS_POLL_SECONDS)
 
     async def _writable_roots(self, session: ExecSession) -> tuple[str, ...] | None:
+        """The places the build user may write to in the session's image (None: the image is
+        not reusable), found once per image, with the build user's processes gone (they
+        cannot add a place: anything they made is inside one already)."""
         image = session.container.attrs.get("Image") or session.spec.image
         if image not in self._writable:
-            # Found with the build user's processes gone (they cannot add a place: anything
-            # they made is inside one already).
-            await session.run(["sh", "-c", "kill -9 -1; exit 0"], env={}, timeout=10)
             scan = await session.run(["sh", "-c", _SCAN], env={}, timeout=_SCAN_SECONDS)
             roots = writable_roots(scan.stdout.decode("utf-8", "replace"))
             if roots is None:
@@ -306,10 +420,17 @@ class WarmContainers:
             self._writable[image] = roots
         return self._writable[image]
 
+    def discard_later(self, warm: WarmContainer) -> None:
+        """Remove a container a build found not clean (in the background)."""
+        task = asyncio.ensure_future(self._discard(warm))
+        self._returning[task] = warm
+        task.add_done_callback(lambda done: self._returning.pop(done, None))
+
     async def _discard(self, warm: WarmContainer) -> None:
         container = warm.session.container
         await asyncio.to_thread(remove_container, self.client, container, container.name)
         await asyncio.to_thread(shutil.rmtree, warm.folder, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, warm.keeper_folder, ignore_errors=True)
 
     async def expire_forever(self) -> None:
         """Remove containers idle longer than `keep_seconds`, until cancelled."""

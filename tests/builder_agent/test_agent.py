@@ -24,7 +24,7 @@ from hypercorn.config import Config
 
 from gobuild.builder_agent.agent import Agent, consumer_group
 from gobuild.builder_agent.container import LABEL_BUILD_ID, LABEL_STEP
-from gobuild.builder_agent.warm_containers import FOLDER_PREFIX, LABEL_WARM
+from gobuild.builder_agent.warm_containers import FOLDER_PREFIX, KEEPER_SUFFIX, LABEL_WARM
 from gobuild.platform.build_state import BuildState
 from gobuild.platform.bus import EventProducer, decode_record, make_consumer, wait_for_topics
 from gobuild.platform.config import Settings
@@ -312,13 +312,16 @@ def leftover_containers(client: docker.DockerClient, build_id: str) -> list[obje
 
 async def workspace_entries(settings: Settings, *, within: float = 10.0) -> list[Path]:
     """What finished builds left in the workspaces folder: anything but a warm container's
-    folder, and what is in those once they were given back (in the background, so this waits
-    up to `within` seconds for them to be empty)."""
+    folders, and what is in its workspace once it was given back (in the background, so this
+    waits up to `within` seconds for them to be empty). Its keeper's folder holds a report."""
     deadline = time.monotonic() + within
     while True:
         left = []
         for entry in settings.workspaces_dir.iterdir():
             warm = entry.name.startswith(FOLDER_PREFIX) and entry.is_dir()
+            if warm and entry.name.endswith(KEEPER_SUFFIX):
+                left.extend(e for e in entry.iterdir() if e.name != "status")
+                continue
             left.extend(entry.iterdir() if warm else [entry])
         if not left or time.monotonic() > deadline:
             return left
@@ -591,6 +594,34 @@ async def test_the_next_build_of_a_project_runs_in_its_warm_container_as_good_as
     assert idle.key.project_id == other_project_id
     label = f"{LABEL_WARM}={project_id}"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
+
+
+async def test_a_build_that_finds_its_warm_container_not_clean_checks_out_in_a_new_one(
+    stack: Stack, agent: Agent, git_repo: GitRepo, docker_client: docker.DockerClient
+) -> None:
+    sha = git_repo.commit({"gobuild.toml": LEAVES_TRACES})
+    project_id = new_id("p_")
+    await build_and_settle(stack, agent, git_repo, sha, project_id)
+    assert agent.warm_containers is not None
+    [idle] = agent.warm_containers.idle()
+    # A process of the build user that outlived the keeper's round (started after it, here).
+    result = await idle.session.run(
+        ["sh", "-c", "(sleep 600 > /dev/null 2>&1 &)"], env={}, timeout=30
+    )
+    assert result.exit_code == 0
+
+    seen = await build_and_settle(stack, agent, git_repo, sha, project_id)
+
+    assert [c.state for c in seen.completions] == [BuildState.SUCCEEDED], seen.log_lines
+    said = [text for stream, text in seen.log_lines if stream == "system"]
+    assert (
+        "The warm container was not clean (processes of an earlier build survive); "
+        "checking out in a new container"
+    ) in said, said
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(idle.session.container.id)
+    [fresh] = agent.warm_containers.idle()
+    assert fresh.uses == 1 and fresh.key == idle.key
 
 
 async def test_with_steps_in_clone_containers_off_each_step_has_a_fresh_container(

@@ -1,6 +1,8 @@
-"""Warm containers: what a build leaves in one is gone before the next build takes it, the
-build user cannot keep it from being cleaned, and one that cannot be cleaned is removed.
-Real containers on the local engine; the agent-level tests are in test_agent.py."""
+"""Warm containers: what a build leaves in one is gone before the next build's checkout runs
+git in it (its processes killed by the container's keeper when it is given back, its files and
+IPC objects removed by the first lines of that checkout), the build user cannot keep it from
+being cleaned, and one that cannot be cleaned is removed. Real containers on the local engine
+and real checkouts of a local repository; the agent-level tests are in test_agent.py."""
 
 from __future__ import annotations
 
@@ -14,21 +16,28 @@ import docker
 import docker.errors
 import pytest
 
-from gobuild.builder_agent.container import (
-    ExecSession,
-    StepSpec,
-    exec_session,
-    hand_workspace_to,
-    run_step_in,
+from gobuild.builder_agent.checkout import (
+    CheckoutFacts,
+    CloneContainer,
+    GitRemote,
+    checkout_with_facts,
+    clone_spec,
+    open_remote,
 )
+from gobuild.builder_agent.container import ExecSession, StepSpec, run_step_in
 from gobuild.builder_agent.warm_containers import (
+    KEEPER_CAPABILITIES,
     LABEL_WARM,
     MAIN_USER,
+    ContainerNotClean,
     WarmContainer,
     WarmContainers,
     WarmKey,
+    keeper_status,
     writable_roots,
 )
+from gobuild.platform.localstack import GitRepo
+from gobuild.platform.repo_url import RepoSourcePolicy
 from gobuild.platform.waiting import wait_within
 from tests.conftest import BUILD_IMAGE
 
@@ -59,26 +68,46 @@ async def pool(docker_client: docker.DockerClient, tmp_path: Path) -> AsyncItera
         await warm.remove_leftovers()  # the ones a test never gave back
 
 
-async def start(pool: WarmContainers, project_id: str = "p_one") -> WarmContainer:
-    """A new warm container of the project, as a build's checkout starts one."""
-    folder = pool.new_folder()
-    folder.mkdir()
-    await hand_workspace_to(folder, BUILD_USER)
-    spec = StepSpec(
+@pytest.fixture
+def sha(git_repo: GitRepo) -> str:
+    return git_repo.commit({"index.html": "<h1>hi</h1>"})
+
+
+@pytest.fixture
+async def remote(git_repo: GitRepo, docker_client: docker.DockerClient) -> GitRemote:
+    container = CloneContainer(
+        client=docker_client,
         image=BUILD_IMAGE,
-        command="",
-        workspace=folder,
+        user=BUILD_USER,
+        network="none",
         memory_mb=128,
         pids_limit=128,
-        user=BUILD_USER,
         main_user=MAIN_USER,
-        network="none",
-        labels=pool.labels(project_id),
     )
+    policy = RepoSourcePolicy(trusted=True, local_repos_enabled=True)
+    return await open_remote(str(git_repo.bare), policy=policy, container=container)
+
+
+async def start(
+    pool: WarmContainers, remote: GitRemote, sha: str, project_id: str = "p_one"
+) -> WarmContainer:
+    """A new warm container of the project, as a build's checkout starts one."""
+    folder = pool.new_folder()
+    argv, mounts = pool.keeper(1000, folder)
+    container = replace(
+        remote.container,
+        labels=pool.labels(project_id),
+        main_argv=argv,
+        main_capabilities=KEEPER_CAPABILITIES,
+        main_mounts=mounts,
+    )
+    remote = replace(remote, container=container)
     kept: list[ExecSession] = []
-    async with exec_session(pool.client, spec, keep=kept.append):
-        pass
-    return pool.adopt(WarmKey.of(project_id, spec), kept[0], folder)
+    await checkout_with_facts(
+        remote, folder, commit_sha=sha, ref=None, branch=None, timeout=60, keep=kept.append
+    )
+    key = WarmKey.of(project_id, clone_spec(remote, folder, purpose="checkout", kept=True))
+    return pool.adopt(key, kept[0], folder)
 
 
 async def sh(warm: WarmContainer, script: str) -> tuple[int, str]:
@@ -91,6 +120,20 @@ async def given_back(pool: WarmContainers, warm: WarmContainer) -> WarmContainer
     pool.give_back(warm)
     await wait_within(pool.settled(), 60)
     return pool.take(warm.key)
+
+
+async def check_out_in(warm: WarmContainer, remote: GitRemote, sha: str) -> CheckoutFacts:
+    """The next build's checkout in a warm container taken again."""
+    return await checkout_with_facts(
+        remote,
+        warm.folder,
+        commit_sha=sha,
+        ref=None,
+        branch=None,
+        timeout=60,
+        warm=warm.session,
+        cleaning=warm.cleaning,
+    )
 
 
 def removed(client: docker.DockerClient, warm: WarmContainer) -> bool:
@@ -113,23 +156,25 @@ chmod 000 /tmp/nested
 ipcmk -M 4096 > /dev/null
 """
 
-# What is left of the build user's: processes other than this shell, entries, IPC objects.
+# What is left of the build user's: processes other than this shell, the traces above, IPC
+# objects.
 TRACES = """
 for proc in /proc/[0-9]*; do
   [ "${proc#/proc/}" = "$$" ] && continue
   grep -q "^Uid:[[:space:]]*1000[[:space:]]" "$proc/status" 2>/dev/null && echo "process $proc"
 done
 for folder in /tmp /var/tmp /run/lock /dev/shm /workspace; do
-  ls -A "$folder" | sed "s|^|$folder/|"
+  ls -A "$folder" | grep -E "^(nested|[.]hidden)$" | sed "s|^|$folder/|"
 done
 tail -n +2 /proc/sysvipc/shm
+exit 0
 """
 
 
 async def test_a_container_given_back_is_as_good_as_new_for_the_next_build(
-    pool: WarmContainers,
+    pool: WarmContainers, remote: GitRemote, sha: str
 ) -> None:
-    warm = await start(pool)
+    warm = await start(pool, remote, sha)
     code, said = await sh(warm, LEAVE_TRACES)
     assert code == 0, said
     code, said = await sh(warm, TRACES)
@@ -137,53 +182,87 @@ async def test_a_container_given_back_is_as_good_as_new_for_the_next_build(
 
     again = await given_back(pool, warm)
 
+    # Given back: no process of the build user is left, and the workspace is empty.
     assert again is warm and again.uses == 2
     code, said = await sh(again, TRACES)
-    assert (code, said) == (0, "")
+    assert "process" not in said and "/workspace" not in said, said
     assert list(again.folder.iterdir()) == []
+    # The next build's checkout empties the rest before git runs.
+    facts = await check_out_in(again, remote, sha)
+    assert facts.commit_sha == sha
+    code, said = await sh(again, TRACES)
+    assert (code, said) == (0, "")
+    assert (again.folder / "index.html").read_text() == "<h1>hi</h1>"
 
 
-async def test_the_build_user_cannot_stop_the_container_or_survive_its_cleaning(
-    pool: WarmContainers, docker_client: docker.DockerClient
+async def test_the_build_user_cannot_stop_the_container_or_its_keeper_or_reach_its_report(
+    pool: WarmContainers, remote: GitRemote, sha: str, docker_client: docker.DockerClient
 ) -> None:
-    warm = await start(pool)
-    # Everything it may signal: the idle process belongs to root, so the container lives on.
-    code, said = await sh(warm, "kill -9 -1; kill -9 1; exit 0")
+    warm = await start(pool, remote, sha)
+    # Everything it may signal: the keeper belongs to root, so the container lives on. Nor
+    # may it signal the keeper on its own, or read or forge its report.
+    code, said = await sh(
+        warm,
+        "kill -9 -1; kill -9 1; kill -USR1 1; ls /run/gobuild-keeper"
+        " || echo forged > /run/gobuild-keeper/status; exit 0",
+    )
     assert code == 0, said
+    assert "Permission denied" in said, said
+    assert keeper_status(warm.folder) == "ready 0"
     warm.session.container.reload()
     assert warm.session.container.status == "running"
+    code, said = await sh(warm, "grep ^CapEff /proc/self/status")
+    assert said.split() == ["CapEff:", "0000000000000000"]
 
     again = await given_back(pool, warm)
 
-    assert again is warm
+    assert again is warm and keeper_status(warm.folder) == "clean 1"
     assert not removed(docker_client, warm)
 
 
-async def test_a_container_killed_during_its_build_is_removed_not_kept(
-    pool: WarmContainers, docker_client: docker.DockerClient
+async def test_a_container_with_a_process_the_keeper_missed_is_not_used_by_the_next_build(
+    pool: WarmContainers, remote: GitRemote, sha: str, docker_client: docker.DockerClient
 ) -> None:
-    warm = await start(pool)
+    warm = await start(pool, remote, sha)
+    again = await given_back(pool, warm)
+    assert again is not None
+    # As if a process had outlived the keeper's round (it started after it, here).
+    code, said = await sh(again, "(sleep 600 > /dev/null 2>&1 &)")
+    assert code == 0, said
+
+    with pytest.raises(ContainerNotClean, match="processes of an earlier build survive"):
+        await check_out_in(again, remote, sha)
+    assert not any(again.folder.iterdir())  # git never ran
+
+
+async def test_a_container_killed_during_its_build_is_removed_not_kept(
+    pool: WarmContainers, remote: GitRemote, sha: str, docker_client: docker.DockerClient
+) -> None:
+    warm = await start(pool, remote, sha)
     warm.session.container.kill()  # as a step's deadline or cancel does
 
     assert await given_back(pool, warm) is None
     assert removed(docker_client, warm)
-    assert not warm.folder.exists()
+    assert not warm.folder.exists() and not warm.keeper_folder.exists()
 
 
 async def test_a_container_serves_at_most_max_uses_builds(
-    pool: WarmContainers, docker_client: docker.DockerClient
+    pool: WarmContainers, remote: GitRemote, sha: str, docker_client: docker.DockerClient
 ) -> None:
-    warm = await start(pool)
+    warm = await start(pool, remote, sha)
     for uses in (2, 3):
         again = await given_back(pool, warm)
         assert again is warm and again.uses == uses
+        await check_out_in(again, remote, sha)
 
     assert await given_back(pool, warm) is None
     assert removed(docker_client, warm)
 
 
-async def test_a_warm_container_goes_only_to_a_build_with_its_key(pool: WarmContainers) -> None:
-    warm = await start(pool, "p_one")
+async def test_a_warm_container_goes_only_to_a_build_with_its_key(
+    pool: WarmContainers, remote: GitRemote, sha: str
+) -> None:
+    warm = await start(pool, remote, sha, "p_one")
     pool.give_back(warm)
     await wait_within(pool.settled(), 60)
 
@@ -193,9 +272,13 @@ async def test_a_warm_container_goes_only_to_a_build_with_its_key(pool: WarmCont
 
 
 async def test_idle_containers_expire_and_a_restarted_builder_removes_its_leftovers(
-    pool: WarmContainers, docker_client: docker.DockerClient, tmp_path: Path
+    pool: WarmContainers,
+    remote: GitRemote,
+    sha: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
 ) -> None:
-    first, second = await start(pool), await start(pool, "p_two")
+    first, second = await start(pool, remote, sha), await start(pool, remote, sha, "p_two")
     pool.give_back(first)
     await wait_within(pool.settled(), 60)
     pool.keep_seconds = 0.2
@@ -209,14 +292,15 @@ async def test_idle_containers_expire_and_a_restarted_builder_removes_its_leftov
     )
     assert await restarted.remove_leftovers() == 1
     assert removed(docker_client, second) and not second.folder.exists()
+    assert not second.keeper_folder.exists()
     label = f"{LABEL_WARM}=p_two"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
 
 
 async def test_a_memory_kill_of_an_earlier_build_is_not_the_next_builds(
-    pool: WarmContainers,
+    pool: WarmContainers, remote: GitRemote, sha: str
 ) -> None:
-    warm = await start(pool)
+    warm = await start(pool, remote, sha)
     step = StepSpec(
         image=BUILD_IMAGE,
         command='python3 -c "b = bytearray(512*1024*1024)"',
@@ -233,5 +317,6 @@ async def test_a_memory_kill_of_an_earlier_build_is_not_the_next_builds(
 
     again = await given_back(pool, warm)
     assert again is warm
+    await check_out_in(again, remote, sha)  # reads the kills so far
     result = await run_step_in(again.session, replace(step, command="exit 3"), on_line=on_line)
     assert result.exit_code == 3 and not result.oom_killed
