@@ -761,9 +761,13 @@ async def _exec_exit(
 ) -> int | None:
     """Return once the exec's command ended, with its exit code (None: it has none, killed
     with its container). Not running and without a code is an exec not started yet, unless
-    `started` (its output ended already). Looked up ever less often, at most every second:
-    its output's end is what usually tells it first."""
+    `started` (its output ended already). Looked up ever less often, at most every second,
+    and while it runs first after a quarter of a second: its output's end is what usually
+    tells it first (each look costs the engine and this process a call)."""
     delay = 0.02
+    if not started:
+        delay = 0.25
+        await asyncio.sleep(delay)
     while True:
         details = await _call(client.api.exec_inspect, exec_id)
         code = details.get("ExitCode")
