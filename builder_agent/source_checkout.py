@@ -126,7 +126,7 @@ class SourceCheckout:
         keep = run.keep_clone_session if self.settings.build_steps_in_clone_container else None
         warm: WarmContainer | None = None
         if self.warm is not None and parse_user(remote.container.user)[0] != 0:
-            remote, warm, keep = self._warm_container(run, remote, reuse=reuse)
+            remote, warm, keep = await self._warm_container(run, remote, reuse=reuse)
         container = remote.container
         await ensure_image(
             self.docker,
@@ -161,11 +161,12 @@ class SourceCheckout:
             cleaning=warm.cleaning if warm is not None else None,
         )
 
-    def _warm_container(
+    async def _warm_container(
         self, run: BuildRun, remote: GitRemote, *, reuse: bool
     ) -> tuple[GitRemote, WarmContainer | None, Callable[[ExecSession], None]]:
-        """The build checks out in a warm container of its project if one is idle (and
-        `reuse`; the build's workspace becomes its folder), else in a new one that is kept at
+        """The build checks out in a warm container of its project if one is idle or being
+        given back (and `reuse`; the build's workspace becomes its folder), else in a new one
+        that is kept at
         its end: the remote with the warm container's labels and users, the one taken (if
         any) and what keeps a new one."""
         pool = self.warm
@@ -176,7 +177,7 @@ class SourceCheckout:
             replace(remote, container=container), run.workspace, purpose="checkout", kept=True
         )
         key = WarmKey.of(project_id, spec)
-        warm = pool.take(key) if reuse else None
+        warm = await pool.take_soon(key) if reuse else None
         if warm is not None:
             run.use_warm(warm)
             return replace(remote, container=container), warm, run.keep_clone_session

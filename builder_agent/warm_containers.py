@@ -72,6 +72,8 @@ KEEPER_SUFFIX = ".keeper"
 # What the keeper may do besides what any process may: signal the build user's processes.
 KEEPER_CAPABILITIES = ("KILL",)
 _KILL_SECONDS = 30.0
+# How long a build waits for a container of its key that is being given back.
+_RETURN_WAIT_SECONDS = 2.0
 _SCAN_SECONDS = 120.0
 _CLOSE_SECONDS = 30.0
 _EXPIRY_CHECK_SECONDS = 5.0
@@ -337,6 +339,19 @@ class WarmContainers:
                 warm.uses += 1
                 return warm
         return None
+
+    async def take_soon(
+        self, key: WarmKey, within: float = _RETURN_WAIT_SECONDS
+    ) -> WarmContainer | None:
+        """`take`, waiting up to `within` seconds for one with `key` that is being given back
+        (a build that just ended frees its slot before its container is cleaned, and waiting
+        for that costs far less than starting a new one)."""
+        warm = self.take(key)
+        returning = [task for task, given in self._returning.items() if given.key == key]
+        if warm is not None or not returning:
+            return warm
+        await asyncio.wait(returning, timeout=within)
+        return self.take(key)
 
     def adopt(self, key: WarmKey, session: ExecSession, folder: Path) -> WarmContainer:
         """A build's new container, to be given back at its end."""

@@ -259,6 +259,20 @@ async def test_a_container_serves_at_most_max_uses_builds(
     assert removed(docker_client, warm)
 
 
+async def test_a_build_waits_for_a_container_of_its_key_being_given_back_instead_of_a_new_one(
+    pool: WarmContainers, remote: GitRemote, sha: str
+) -> None:
+    warm = await start(pool, remote, sha)
+    other = replace(warm.key, project_id="p_two")
+
+    pool.give_back(warm)  # as a build's end does, while the next build of its project starts
+    assert pool.take(warm.key) is None  # not clean yet
+    assert await pool.take_soon(other) is None  # nothing of that key to wait for
+
+    assert await pool.take_soon(warm.key) is warm
+    await check_out_in(warm, remote, sha)
+
+
 async def test_a_warm_container_goes_only_to_a_build_with_its_key(
     pool: WarmContainers, remote: GitRemote, sha: str
 ) -> None:
