@@ -441,13 +441,17 @@ class CheckoutFacts:
 # (~75 ms), and a checkout with its facts used to take ten. The script's text is fixed: the
 # values come from its environment and git's options from its arguments ("$@"), so nothing a
 # repository or a request names is ever read as shell. Stdout: `commit <sha>`, the lines of
-# `ls-remote`, `contained yes|no|unknown`, or `failed <git command>` before exit 1. Exit 3
-# (_FAST_CHECKOUT_EXIT_FETCH): the first fetch failed and nothing else was done (the caller
-# goes the long way). The history for the ancestry question goes to the container's /tmp,
-# never into the workspace, and its failures leave the answer `unknown`. In a warm container
-# it begins with CLEAN_FIRST, which also prints the memory-kill counters (`oom_kill N`) or
-# exits NOT_CLEAN_EXIT.
+# `ls-remote` (or the line the fetch tells), `contained yes|no|unknown`, or `failed <git
+# command>` before exit 1. Exit 3 (_FAST_CHECKOUT_EXIT_FETCH): the first fetch failed and
+# nothing else was done (the caller goes the long way). The history for the ancestry question
+# goes to the container's /tmp, never into the workspace, and its failures leave the answer
+# `unknown`. In a warm container it begins with CLEAN_FIRST, which also prints the memory-kill
+# counters (`oom_kill N`) or exits NOT_CLEAN_EXIT.
 _FAST_CHECKOUT_EXIT_FETCH = 3
+# Where the checkout keeps the branch head it fetched with the commit: one fetch instead of a
+# fetch and an `ls-remote` (when the branch is gone, the commit alone is fetched and `ls-remote`
+# says so).
+HEAD_SEEN_REF = "refs/gobuild/branch-head"
 _FAST_CHECKOUT = (
     """
 set -u
@@ -460,15 +464,22 @@ if [ -n "$GOBUILD_SAFE_DIRECTORY" ]; then
   git "$@" config --global safe.directory "$GOBUILD_SAFE_DIRECTORY" || fail config
 fi
 git "$@" init -q --template= . || fail init
-if [ -n "$GOBUILD_DEPTH" ]; then
-  git "$@" fetch -q --no-tags "--depth=$GOBUILD_DEPTH" "$GOBUILD_URL" "$GOBUILD_WANT" || exit 3
-else
+head=
+if [ -z "$GOBUILD_DEPTH" ]; then
   git "$@" fetch -q --no-tags "$GOBUILD_URL" "$GOBUILD_WANT" || exit 3
+elif [ -n "$GOBUILD_HEAD_REF" ] && git "$@" fetch -q --no-tags "--depth=$GOBUILD_DEPTH" \\
+  "$GOBUILD_URL" "$GOBUILD_WANT" "+$GOBUILD_HEAD_REF:$GOBUILD_HEAD_SEEN" 2>/dev/null
+then
+  head=$(git "$@" rev-parse --verify -q "$GOBUILD_HEAD_SEEN") || fail rev-parse
+else
+  git "$@" fetch -q --no-tags "--depth=$GOBUILD_DEPTH" "$GOBUILD_URL" "$GOBUILD_WANT" || exit 3
 fi
 git "$@" checkout -q --detach "$GOBUILD_CHECKOUT^{commit}" || fail checkout
 commit=$(git "$@" rev-parse HEAD) || fail rev-parse
 printf 'commit %s\\n' "$commit"
-if [ -n "$GOBUILD_HEAD_REF" ]; then
+if [ -n "$head" ]; then
+  printf '%s\\t%s\\n' "$head" "$GOBUILD_HEAD_REF"
+elif [ -n "$GOBUILD_HEAD_REF" ]; then
   heads=$(git "$@" ls-remote "$GOBUILD_URL" "$GOBUILD_HEAD_REF") || fail ls-remote
   printf '%s\\n' "$heads"
 fi
@@ -591,6 +602,7 @@ async def checkout_with_facts(
                 "GOBUILD_DEPTH": "1" if sha else "",
                 "GOBUILD_CHECKOUT": sha or "FETCH_HEAD",
                 "GOBUILD_HEAD_REF": head_ref or "",
+                "GOBUILD_HEAD_SEEN": HEAD_SEEN_REF,
                 "GOBUILD_CONTAINED_IN": contained_in or "",
                 "GOBUILD_HISTORY_DEPTH": str(_HISTORY_FIRST_DEPTH),
                 "GOBUILD_HISTORY_MAX_DEPTH": str(CHECKOUT_HISTORY_DEPTH_LIMIT),

@@ -23,6 +23,7 @@ from gobuild.builder_agent.container import (
     ExecSession,
     ensure_image,
     hand_workspace_to,
+    image_source,
     normalize_image,
 )
 from gobuild.builder_agent.repo_config import (
@@ -219,6 +220,12 @@ class BuildPipeline:
             run.caches.append(layer.use)
             # Built here for this project: it runs by id, outside the image policy.
             return layer.image_id, layer.tag
+        kept = run.clone_session
+        trusted = settings.trusted_build_images
+        origin = image_source(plan.image, pull_policy=settings.build_pull_policy, trusted=trusted)
+        if kept is not None and origin == "local" and kept.spec.image == plan.image:
+            # The steps run in the container the checkout ran in, which has that image.
+            return plan.image, normalize_image(plan.image)
         # The image policy: an untrusted image runs by the id of a fresh pull, never as a
         # local copy of that name (which may be another project's).
         image = await guard(
@@ -229,7 +236,7 @@ class BuildPipeline:
                 pull_policy=settings.build_pull_policy,
                 timeout=settings.build_pull_timeout_seconds,
                 on_pull=run.logs.system,
-                trusted=settings.trusted_build_images,
+                trusted=trusted,
             ),
         )
         return image, normalize_image(plan.image)

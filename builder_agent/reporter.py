@@ -6,12 +6,17 @@ the completion before the last progress events: each of them is numbered (`seq`,
 the completion and the terminal status share the last number) and the build store orders them.
 
 Progress (the running state, steps, resource samples, deployment states) is best effort: a
-broker that is down does not fail the build. The result is not: `result` builds it for the
-outbox (`ResultDelivery`), and `publish_result` raises when the broker does not take it."""
+broker that is down does not fail the build, and the build does not wait for the broker to
+take it. A build's progress events are queued for the broker in the order told, and the build
+goes on while they travel (`flush` waits for them). The result is not best effort: `result`
+builds it for the outbox (`ResultDelivery`), and `publish_result` raises when the broker does
+not take it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
@@ -53,6 +58,8 @@ class BuildReporter:
     def __init__(self, producer: EventProducer, builder_id: str) -> None:
         self.producer = producer
         self.builder_id = builder_id
+        # build id -> its progress events on their way to the broker
+        self._sending: dict[str, set[asyncio.Future[Any]]] = {}
 
     async def status(
         self,
@@ -66,7 +73,38 @@ class BuildReporter:
         if step is not None:
             run.step = step
         event = self._status_event(run, state, run.next_event_seq(), step=step, reason=reason)
-        await self._publish_progress(TOPIC_BUILD_STATUS, event)
+        await self._send_soon(run.build_id, TOPIC_BUILD_STATUS, event)
+
+    async def flush(self, build_id: str, timeout: float = 10.0) -> None:
+        """Until the broker took the build's progress events told so far (or failed to), at
+        most `timeout` seconds: its result goes after them."""
+        sending = self._sending.pop(build_id, set())
+        if sending:
+            await asyncio.wait(set(sending), timeout=timeout)
+
+    async def _send_soon(self, build_id: str, topic: str, event: Event) -> None:
+        """Queue `event` for the broker behind the build's earlier ones; a failure is logged."""
+        try:
+            sent = await self.producer.send_soon(topic, event)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("build %s: %s event not published (%r)", build_id, event.type, exc)
+            return
+        sending = self._sending.setdefault(build_id, set())
+        sending.add(sent)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            sending.discard(future)
+            if not sending and self._sending.get(build_id) is sending:
+                del self._sending[build_id]
+            if not future.cancelled() and future.exception() is not None:
+                log.warning(
+                    "build %s: %s event not published (%r)",
+                    build_id,
+                    event.type,
+                    future.exception(),
+                )
+
+        sent.add_done_callback(done)
 
     def result(self, run: BuildRun, outcome: Outcome, duration: float) -> PendingResult:
         """The build's completion and terminal status, as the outbox keeps them."""
@@ -95,9 +133,12 @@ class BuildReporter:
         return PendingResult(completion=completion, status=status)
 
     async def publish_result(self, result: PendingResult) -> None:
-        """The completion, then the terminal status; raises when the broker does not take them."""
-        await self.producer.publish(TOPIC_BUILD_COMPLETIONS, result.completion)
-        await self.producer.publish(TOPIC_BUILD_STATUS, result.status)
+        """The completion and the terminal status, sent together (they share their `seq`);
+        raises when the broker does not take them."""
+        await asyncio.gather(
+            self.producer.publish(TOPIC_BUILD_COMPLETIONS, result.completion),
+            self.producer.publish(TOPIC_BUILD_STATUS, result.status),
+        )
 
     def _status_event(
         self,
@@ -144,7 +185,9 @@ class BuildReporter:
     async def deployment(
         self, deployment: Deployment, state: DeploymentState, alias_url: str | None = None
     ) -> None:
-        await self._publish_progress(
+        """The deployment's state, after the build's progress events told before."""
+        await self._send_soon(
+            deployment.build_id,
             TOPIC_DEPLOYMENT_STATUS,
             DeploymentStatusChanged(
                 deployment_id=deployment.id,

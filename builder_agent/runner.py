@@ -156,8 +156,6 @@ class BuildRunner:
                     await self._remove_leftovers(run)
                 # The pipeline's first event (running, at checkout) is the build's start.
                 outcome = await self.pipeline.execute(run)
-            # Containers and files go before the result is told: a finished build holds nothing.
-            await self._clean_up(run)
             await self._finish(run, outcome)
             finished = True
         finally:
@@ -202,8 +200,8 @@ class BuildRunner:
             log.warning("build %s: clean-up is taking longer than expected", run.build_id)
 
     async def _finish(self, run: BuildRun, outcome: Outcome) -> None:
-        """Last log line, final chunk, then the result (completion and terminal status) through
-        the outbox."""
+        """Clean up, last log line and final chunk, the progress events sent; then the result
+        (completion and terminal status) through the outbox."""
         duration = run.elapsed()
         if outcome.state == BuildState.SUCCEEDED:
             last_line = f"Build succeeded in {duration:.1f}s"
@@ -213,6 +211,12 @@ class BuildRunner:
             last_line = f"Build {outcome.reason}"
         else:
             last_line = f"Build failed: {outcome.reason}"
-        await run.logs.close(last_line=last_line)
+        # Containers and files go before the result is told (a finished build holds nothing),
+        # and so do the log's last chunk and the build's progress events.
+        await asyncio.gather(
+            self._clean_up(run),
+            run.logs.close(last_line=last_line),
+            self.reporter.flush(run.build_id),
+        )
         log.info("build %s: %s", run.build_id, last_line)
         await self.delivery.deliver(self.reporter.result(run, outcome, duration))

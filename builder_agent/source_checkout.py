@@ -128,13 +128,14 @@ class SourceCheckout:
         if self.warm is not None and parse_user(remote.container.user)[0] != 0:
             remote, warm, keep = await self._warm_container(run, remote, reuse=reuse)
         container = remote.container
-        await ensure_image(
-            self.docker,
-            container.image,
-            pull_policy=self.settings.build_pull_policy,
-            timeout=self.settings.build_pull_timeout_seconds,
-            on_pull=run.logs.system,
-        )
+        if warm is None:  # a warm container runs already: its image is no question
+            await ensure_image(
+                self.docker,
+                container.image,
+                pull_policy=self.settings.build_pull_policy,
+                timeout=self.settings.build_pull_timeout_seconds,
+                on_pull=run.logs.system,
+            )
         reach = f"network {container.network}"
         if remote.local_path is not None:
             network = "no network" if keep is None else reach

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -210,6 +211,21 @@ class EventProducer:
                 raise exc from None
             log.info("publishing to %s failed (%r); sending once more", topic, exc)
             await self._send(topic, event, timeout)
+
+    async def send_soon(
+        self, topic: str, event: Event, timeout: float = 10.0
+    ) -> asyncio.Future[Any]:
+        """Queue `event` for the broker without waiting for it: events queued one after the
+        other reach their partition in that order. The future is done once the broker took it
+        (`acks=all`) or failed to; it is not sent again (for best-effort events)."""
+        try:
+            await self._check_topic(topic, timeout)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.debug("could not check topic %s: %r", topic, exc)
+        sent: asyncio.Future[Any] = await wait_within(
+            self._producer.send(topic, encode_event(event), key=event.key()), timeout
+        )
+        return sent
 
     async def _check_topic(self, topic: str, timeout: float) -> None:
         """Re-create the topic if the broker lost it (checked at most every

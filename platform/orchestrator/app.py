@@ -1,9 +1,10 @@
 """The build orchestrator: consumes triggers, queues builds, gives each to a builder with a free
 slot, keeps build records current.
 
-It is a small Quart app so the gateway can ask it for health; the work happens in background
-tasks started with the app and stopped with it: two consumers (which survive a lost broker),
-the scheduler, the sweep of pending triggers, and the reconcile of leases and unfinished builds.
+It is a small Quart app so the gateway can ask it for health; the work happens in background tasks
+started with the app and stopped with it: one consumer of triggers and builders' events (which
+survives a lost broker), the scheduler and what wakes it when a builder is done, the sweep of
+pending triggers, and the reconcile of leases and unfinished builds.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 # Triggers still pending this long after they were recorded are queued by the sweep.
 SWEEP_INTERVAL_SECONDS = 15.0
 SWEEP_AGE = timedelta(seconds=10)
-# Both consumer groups must have been joined before the app serves.
+# The consumer group must have been joined before the app serves.
 JOIN_TIMEOUT_SECONDS = 120.0
 
 
@@ -61,9 +62,11 @@ def create_app(settings: Settings) -> Quart:
         dispatcher = Dispatcher(settings, BuildStore(redis), ProjectStore(redis), producer)
         app.extensions["gobuild.orchestrator"] = (dispatcher, redis, producer)
 
-        async def on_trigger(event: Event) -> None:
+        async def on_event(event: Event) -> None:
             if isinstance(event, BuildTriggered):
                 await dispatcher.handle_trigger(event)
+            else:
+                await dispatcher.handle_record(event)
 
         fleet = BuilderFleet(redis)
         reconciler = Reconciler(dispatcher, fleet, ResultOutbox(redis))
@@ -72,34 +75,24 @@ def create_app(settings: Settings) -> Quart:
         def start(name: str, work: Coroutine[Any, Any, None]) -> None:
             start_task(tasks, f"orchestrator-{name}", work)
 
-        # Joining a consumer group can take seconds (the broker waits for more members): both
-        # groups are joined at once.
-        joined = [asyncio.Event(), asyncio.Event()]
+        # One consumer for the triggers and the builders' events: each consumer polls the broker
+        # (the embedded one answers a fetch only when its wait is over), so one costs half of two.
+        joined = asyncio.Event()
         start(
-            "triggers-consumer",
+            "consumer",
             consume_forever(
                 settings,
-                [TOPIC_BUILD_TRIGGERS],
-                on_trigger,
+                [TOPIC_BUILD_TRIGGERS, TOPIC_BUILD_STATUS, TOPIC_BUILD_COMPLETIONS],
+                on_event,
                 group_id="orchestrator",
-                client_id="orchestrator-triggers",
-                joined=joined[0],
+                client_id="orchestrator",
+                joined=joined,
             ),
         )
-        start(
-            "records-consumer",
-            consume_forever(
-                settings,
-                [TOPIC_BUILD_STATUS, TOPIC_BUILD_COMPLETIONS],
-                dispatcher.handle_record,
-                group_id="orchestrator-records",
-                client_id="orchestrator-records",
-                joined=joined[1],
-            ),
-        )
-        await wait_within(asyncio.gather(*(event.wait() for event in joined)), JOIN_TIMEOUT_SECONDS)
+        await wait_within(joined.wait(), JOIN_TIMEOUT_SECONDS)
         await dispatcher.sweep_pending()  # whatever was accepted while no orchestrator ran
         start("scheduler", scheduler.run_forever())
+        start("results", scheduler.wake_on_results())
         start("sweep", _sweep_forever(dispatcher))
         start("reconcile", reconciler.run_forever())
         log.info("orchestrator ready")

@@ -161,10 +161,17 @@ class Dispatcher:
         OSError when the broker does not take an event.
         """
         if build.state == BuildState.QUEUED:
-            build = await self._transition(build, BuildState.DISPATCHED, attempt=attempt)
-        elif build.state.is_terminal:
+            event = self._status_event(build, BuildState.DISPATCHED, attempt=attempt)
+            build = await self.builds.apply_status(event) or build
+            # The job does not wait for the broker to take the status event: both go at once.
+            await asyncio.gather(
+                self.producer.publish(TOPIC_BUILD_STATUS, event),
+                self.publish_request(build, project, builder_id=builder_id, attempt=attempt),
+            )
+            return build
+        if build.state.is_terminal:
             raise IllegalTransition(build.state, BuildState.DISPATCHED)
-        elif build.attempt < attempt:
+        if build.attempt < attempt:
             build = await self.builds.update(build.id, attempt=attempt) or build
         await self.publish_request(build, project, builder_id=builder_id, attempt=attempt)
         return build
@@ -241,14 +248,11 @@ class Dispatcher:
             await self.handle_trigger(trigger)
         return len(pending)
 
-    async def _transition(
-        self,
-        build: Build,
-        target: BuildState,
-        reason: str | None = None,
-        attempt: int | None = None,
-    ) -> Build:
-        event = BuildStatusChanged(
+    @staticmethod
+    def _status_event(
+        build: Build, target: BuildState, reason: str | None = None, attempt: int | None = None
+    ) -> BuildStatusChanged:
+        return BuildStatusChanged(
             build_id=build.id,
             project_id=build.project_id,
             state=target,
@@ -256,9 +260,6 @@ class Dispatcher:
             reason=reason,
             attempt=attempt,
         )
-        updated = await self.builds.apply_status(event)
-        await self.producer.publish(TOPIC_BUILD_STATUS, event)
-        return updated or build
 
     async def end_unheld(self, build: Build, state: BuildState, reason: str) -> Build | None:
         """End a build no builder holds (`end_unheld_build`) and release its place."""

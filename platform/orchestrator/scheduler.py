@@ -1,13 +1,13 @@
 """The scheduler: gives each queued build to a builder that has a free slot.
 
-A round runs when something changed (a build queued or ended: `wake()`) and at least every
-ROUND_INTERVAL_SECONDS (a builder that appeared is found then). It walks the queue in order:
-a build that ended leaves it, one cancelled or waiting past GOBUILD_QUEUE_TIMEOUT_SECONDS ends,
-one held back for its project (a dependency still building, its concurrency limit) or its labels
-stays without blocking the builds behind it, and any other goes to a live builder with the labels
-it needs: one with an idle warm container of its project first, then the one with the most free
-slots (`BuildQueue.assign`, which never gives a builder more jobs than its slots). The round ends
-with a snapshot of the queue for the API.
+A round runs when something changed (a build queued or ended: `wake()`; a builder put a result in
+the outbox: `wake_on_results`) and at least every ROUND_INTERVAL_SECONDS (a builder that appeared is
+found then). It walks the queue in order: a build that ended leaves it, one cancelled or waiting
+past GOBUILD_QUEUE_TIMEOUT_SECONDS ends, one held back for its project (a dependency still building,
+its concurrency limit) or its labels stays without blocking the builds behind it, and any other goes
+to a live builder with the labels it needs: one with an idle warm container of its project first,
+then the one with the most free slots (`BuildQueue.assign`, which never gives a builder more jobs
+than its slots). The round ends with a snapshot of the queue for the API.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from gobuild.platform.orchestrator.dispatch import Dispatcher, build_priority
 from gobuild.platform.records import Build, Project
 from gobuild.platform.stores.build_queue import QueueEntry, QueueReason, QueueTicket
 from gobuild.platform.stores.claims import BuilderFleet, LiveBuilder
+from gobuild.platform.stores.keys import CHANNEL_RESULTS
+from gobuild.platform.stores.outbox import ResultOutbox
 from gobuild.platform.waiting import wait_event
 
 log = logging.getLogger(__name__)
@@ -86,12 +88,38 @@ class Scheduler:
         self.projects = dispatcher.projects
         self.queue = dispatcher.queue
         self.fleet = fleet
+        self.outbox = ResultOutbox(self.builds.redis)
         # project id -> (mean duration of its recent builds, loop time it was read)
         self._durations: dict[str, tuple[float | None, float]] = {}
 
     def wake(self) -> None:
         """Run a round as soon as possible."""
         self.dispatcher.wakeup.set()
+
+    async def wake_on_results(self) -> None:
+        """Run a round as soon as a builder puts a result in the outbox: its slot is free
+        before the result has come through the broker. Resubscribes after a Redis failure."""
+        delay = 0.5
+        while True:
+            try:
+                pubsub = self.builds.redis.pubsub()
+                try:
+                    await pubsub.subscribe(CHANNEL_RESULTS)
+                    delay = 0.5
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        if message and message.get("type") == "message":
+                            self.wake()
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("results channel failed (%s); resubscribing in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def run_forever(self) -> None:
         while True:
@@ -265,6 +293,8 @@ class Scheduler:
         live = await self.fleet.live()
         assignments = await self.queue.assignments()
         builds = {b.id: b for b in await self.builds.get_many([a.build_id for a in assignments])}
+        # Results in the outbox: those builds ended on their builders (their records follow).
+        ended = set(await self.outbox.build_ids())
         per_builder: Counter[str] = Counter()
         per_project: Counter[str] = Counter()
         for assignment in assignments:
@@ -272,6 +302,8 @@ class Scheduler:
             if build is None or build.state.is_terminal:
                 await self.queue.unassign(assignment.build_id)
                 continue
+            if build.id in ended:
+                continue  # its slot is free already (`BuildQueue.assign` agrees)
             per_builder[assignment.builder_id] += 1
             per_project[build.project_id] += 1
         free = {b.id: max(0, b.capacity - per_builder[b.id]) for b in live.values()}

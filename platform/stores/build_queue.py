@@ -1,10 +1,11 @@
 """The scheduler's queue of builds waiting for a builder, and which builder each job was given.
 
-The orchestrator's scheduler is its only writer: a build is queued when its trigger is handled
-(or again after its builder was lost), leaves the queue when a builder's slot is assigned to it
-(`assign`, atomic: a builder is never given more jobs than its slots), and its assignment ends
-with the build. After each round the scheduler writes a snapshot of the queue (position, reason,
-estimated start of each waiting build) that the API reads.
+The orchestrator's scheduler is its only writer: a build is queued when its trigger is handled (or
+again after its builder was lost), leaves the queue when a builder's slot is assigned to it
+(`assign`, atomic: a builder is never given more jobs than its slots; a build whose result waits in
+the outbox has left its slot), and its assignment ends with the build. After each round the
+scheduler writes a snapshot of the queue (position, reason, estimated start of each waiting build)
+that the API reads.
 
 A build is never both queued and assigned: `enqueue` refuses an assigned build, `assign` takes
 it out of the queue, `requeue` ends its assignment, each in one Lua script.
@@ -25,6 +26,7 @@ from gobuild.platform.stores.keys import (
     KEY_BUILD_QUEUE,
     KEY_QUEUE_SNAPSHOT,
     KEY_QUEUE_TICKETS,
+    KEY_RESULT_OUTBOX,
     key_builder_assigned,
 )
 
@@ -96,10 +98,15 @@ def queue_score(queued_at: float, priority: Priority, boost_seconds: float) -> f
     return queued_at - (boost_seconds if priority == "high" else 0.0)
 
 
-# Assign only while the builder has a free slot, and only a build still in the queue.
+# Assign only while the builder has a free slot, and only a build still in the queue. A build
+# whose result waits in the outbox (KEYS[6]) holds no slot: its builder is done with it.
 _ASSIGN = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
-if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
+local busy = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('SISMEMBER', KEYS[6], id) == 0 then busy = busy + 1 end
+end
+if busy >= tonumber(ARGV[2]) then return -1 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
@@ -231,8 +238,9 @@ class BuildQueue:
     # Assignments ----------------------------------------------------------------------------
 
     async def assign(self, build_id: str, builder_id: str, slots: int, attempt: int) -> bool:
-        """Give the queued build to the builder if it has fewer than `slots` assigned builds;
-        False if it has not, or the build is no longer queued."""
+        """Give the queued build to the builder if it has fewer than `slots` assigned builds
+        still running (not counting those whose result waits in the outbox); False if it has
+        not, or the build is no longer queued."""
         return await self.try_assign(build_id, builder_id, slots, attempt) == "assigned"
 
     async def try_assign(
@@ -245,12 +253,13 @@ class BuildQueue:
         )
         done = await self.redis.eval(  # type: ignore[misc]
             _ASSIGN,
-            5,
+            6,
             KEY_BUILD_QUEUE,
             key_builder_assigned(builder_id),
             KEY_BUILD_ASSIGNMENTS,
             KEY_QUEUE_SNAPSHOT,
             KEY_QUEUE_TICKETS,
+            KEY_RESULT_OUTBOX,
             build_id,
             slots,
             assignment.model_dump_json(),

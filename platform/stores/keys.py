@@ -33,6 +33,9 @@ KEY_BUILD_ASSIGNMENTS = PREFIX + "queue:assignments"
 # Hash: queued build id -> its `QueueTicket` as JSON (when it was queued, which attempt).
 KEY_QUEUE_TICKETS = PREFIX + "queue:tickets"
 CHANNEL_CANCEL = PREFIX + "cancel"
+# Pub/sub: the id of each build whose result a builder just put in the outbox (its slot is
+# free: the scheduler runs a round).
+CHANNEL_RESULTS = PREFIX + "results"
 
 
 def key_builder_assigned(builder_id: str) -> str:

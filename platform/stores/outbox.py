@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from gobuild.platform.events import BuildCompleted, BuildStatusChanged, utcnow
 from gobuild.platform.records import Build
-from gobuild.platform.stores.keys import KEY_RESULT_OUTBOX, key_build_outbox
+from gobuild.platform.stores.keys import CHANNEL_RESULTS, KEY_RESULT_OUTBOX, key_build_outbox
 
 # An entry nobody could deliver for this long is dropped (the reconcile ended the build).
 OUTBOX_TTL_SECONDS = 7 * 24 * 3600
@@ -63,6 +63,8 @@ class ResultOutbox:
                 ex=OUTBOX_TTL_SECONDS,
             )
             pipe.sadd(KEY_RESULT_OUTBOX, result.build_id)
+            # The scheduler hears at once that the build's slot is free.
+            pipe.publish(CHANNEL_RESULTS, result.build_id)
             await pipe.execute()
 
     async def get(self, build_id: str) -> PendingResult | None:

@@ -434,7 +434,7 @@ async def test_the_checkouts_container_also_tells_the_branch_head_and_the_ancest
 ) -> None:
     built = git_repo.commit({"a.txt": "built"})
     tip = git_repo.commit({"a.txt": "tip"})
-    git_repo.commit({"b.txt": "x"}, branch="release/main")  # also ends with `main`
+    later = git_repo.commit({"b.txt": "x"}, branch="release/main")  # also ends with `main`
     workspace = tmp_path / "ws"
 
     facts = await checkout_with_facts(
@@ -445,14 +445,17 @@ async def test_the_checkouts_container_also_tells_the_branch_head_and_the_ancest
         branch="main",
         timeout=60,
         head_of="main",
-        contained_in=tip,
+        contained_in=later,
     )
 
     assert (facts.commit_sha, facts.branch, facts.branch_head) == (built, "main", tip)
-    assert (facts.contained_in, facts.contained) == (tip, True)
+    assert (facts.contained_in, facts.contained) == (later, True)
     assert (workspace / "a.txt").read_text() == "built"
-    # The history fetched to answer it stayed in the container, out of the build's workspace.
-    assert git(workspace, "-c", "safe.directory=*", "rev-list", "--all") == built
+    # The history fetched to answer it stayed in the container, out of the build's workspace,
+    # which has the commit and the branch head fetched with it (a build whose commit is not
+    # its branch's head stops before any step: `superseded_reason`).
+    listed = git(workspace, "-c", "safe.directory=*", "rev-list", "--all")
+    assert set(listed.split()) == {built, tip}
     label = f"{LABEL_BUILD_ID}=b_checkouttest"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
 

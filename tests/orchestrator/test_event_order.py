@@ -46,6 +46,13 @@ class RecordingProducer:
     async def publish(self, topic: str, event: Event) -> None:
         self.events.append(event)
 
+    async def send_soon(self, topic: str, event: Event) -> asyncio.Future[None]:
+        """Progress events: kept at once, as a broker that took them."""
+        self.events.append(event)
+        taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        taken.set_result(None)
+        return taken
+
 
 async def dispatched_build(redis: aioredis.Redis) -> Build:
     """A recorded build the orchestrator has dispatched (its own event, applied directly)."""

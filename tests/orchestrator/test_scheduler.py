@@ -21,6 +21,7 @@ from gobuild.platform.events import (
     TOPIC_BUILD_REQUESTS,
     BuildCompleted,
     BuildRequested,
+    BuildStatusChanged,
     Event,
 )
 from gobuild.platform.orchestrator.dispatch import Dispatcher
@@ -31,7 +32,7 @@ from gobuild.platform.stores.build_queue import BuildQueue
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.claims import BuilderFleet
 from gobuild.platform.stores.keys import KEY_BUILD_ASSIGNMENTS
-from gobuild.platform.stores.outbox import ResultOutbox
+from gobuild.platform.stores.outbox import PendingResult, ResultOutbox
 from gobuild.platform.stores.projects import ProjectStore
 from tests.kafka_reading import read_events
 from tests.orchestrator.scheduling import builder_alive, builder_gone, make_project, record
@@ -347,6 +348,48 @@ async def test_a_completion_frees_the_slot_and_the_next_build_starts(
     await scheduler.run_round()
     assert await given_to(redis) == {second: "b1"}
     assert (await state_of(redis, first)).state == BuildState.FAILED
+
+
+async def test_a_result_in_the_outbox_frees_the_slot_before_it_comes_through_the_broker(
+    settings: Settings, redis: aioredis.Redis, dispatcher: Dispatcher, scheduler: Scheduler
+) -> None:
+    project = await make_project(redis)
+    first = await triggered(dispatcher, project, branch="a", ago=20)
+    second = await triggered(dispatcher, project, branch="b", ago=10)
+    await builder_alive(redis, "b1")
+    await scheduler.run_round()
+    assert await given_to(redis) == {first: "b1"}
+    listening = asyncio.create_task(scheduler.wake_on_results())
+    try:
+        await asyncio.sleep(0.2)  # subscribed
+        dispatcher.wakeup.clear()
+        ended = await state_of(redis, first)
+        completion = BuildCompleted(
+            build_id=first,
+            project_id=project.id,
+            state=BuildState.SUCCEEDED,
+            duration_seconds=2.0,
+            builder_id="b1",
+        )
+        status = BuildStatusChanged(
+            build_id=first, project_id=project.id, state=BuildState.SUCCEEDED, builder_id="b1"
+        )
+        # The builder kept its result; the broker has not brought it to the orchestrator yet.
+        await ResultOutbox(redis).put(PendingResult(completion=completion, status=status))
+        await asyncio.wait_for(dispatcher.wakeup.wait(), 5)  # a round runs at once
+    finally:
+        listening.cancel()
+    await scheduler.run_round()
+
+    # The builder's one slot is free: the next build is given to it, and the first build stays
+    # assigned (and its record as it was) until its result is applied.
+    assert await given_to(redis) == {first: "b1", second: "b1"}
+    assert (await state_of(redis, first)).state == ended.state
+    queue = BuildQueue(redis)
+    await queue.enqueue("b_third", 0.0)
+    assert await queue.try_assign("b_third", "b1", 1, 1) == "full"  # still one slot only
+    await dispatcher.handle_record(completion)
+    assert await given_to(redis) == {second: "b1"}
 
 
 async def test_a_broker_that_refuses_the_job_leaves_the_build_queued_in_its_place(
