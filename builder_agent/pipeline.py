@@ -164,6 +164,8 @@ class BuildPipeline:
                 await guard(run, caches.restore_build_folders())
             await self.steps.run(run, plan, image, step, command, session=session)
         run.release_clone_session()
+        if run.warm is not None and self.warm is not None:
+            self.warm.stop_processes(run.warm)  # nothing of the build runs from here on
 
         await self.reporter.status(run, BuildState.RUNNING, step="upload")
         # Checked again: the steps may have replaced the folder with a link out of the workspace.

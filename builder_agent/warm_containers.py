@@ -206,6 +206,9 @@ class WarmContainer:
     cleaning: Cleaning | None = None
     # The keeper's rounds so far.
     rounds: int = 0
+    # The keeper's round started when the build's steps ended (`stop_processes`): whether it
+    # reports the build user's processes gone.
+    stopping: asyncio.Future[bool] | None = None
 
     @property
     def keeper_folder(self) -> Path:
@@ -357,6 +360,13 @@ class WarmContainers:
         """A build's new container, to be given back at its end."""
         return WarmContainer(key=key, session=session, folder=folder)
 
+    def stop_processes(self, warm: WarmContainer) -> None:
+        """The build's steps are over: have the keeper kill what they left now, while the build
+        uploads and deploys, so that giving the container back takes little longer than
+        emptying its folder."""
+        if warm.stopping is None:
+            warm.stopping = asyncio.ensure_future(self._kill_leftovers(warm))
+
     def give_back(self, warm: WarmContainer) -> None:
         """Make the container as good as new and keep it, or remove it (in the background)."""
         task = asyncio.ensure_future(self._give_back(warm))
@@ -370,8 +380,13 @@ class WarmContainers:
 
     async def _give_back(self, warm: WarmContainer) -> None:
         reusable = False
+        stopping, warm.stopping = warm.stopping, None
         try:
-            if warm.uses < self.max_uses and not self._closed and await self._kill_leftovers(warm):
+            keep = warm.uses < self.max_uses and not self._closed
+            if stopping is None and keep:
+                stopping = asyncio.ensure_future(self._kill_leftovers(warm))
+            stopped = stopping is not None and await stopping
+            if keep and stopped:
                 roots = await self._writable_roots(warm.session)
                 if roots is not None:
                     await asyncio.to_thread(_empty_folder, warm.folder)

@@ -195,6 +195,26 @@ async def test_a_container_given_back_is_as_good_as_new_for_the_next_build(
     assert (again.folder / "index.html").read_text() == "<h1>hi</h1>"
 
 
+async def test_the_keeper_stops_the_builds_processes_when_its_steps_end_the_folder_waits(
+    pool: WarmContainers, remote: GitRemote, sha: str
+) -> None:
+    warm = await start(pool, remote, sha)
+    code, said = await sh(warm, LEAVE_TRACES)
+    assert code == 0, said
+
+    pool.stop_processes(warm)  # the steps are over; the build uploads its output from here
+    assert warm.stopping is not None and await wait_within(warm.stopping, 30)
+
+    # Nothing of the build runs any more, and its files are still there for the upload.
+    assert keeper_status(warm.folder) == "clean 1"
+    code, said = await sh(warm, TRACES)
+    assert "process" not in said and "/workspace/nested" in said, said
+    again = await given_back(pool, warm)
+    # Given back, the round is not done twice: only the folder was left to empty.
+    assert again is warm and keeper_status(warm.folder) == "clean 1"
+    assert list(warm.folder.iterdir()) == []
+
+
 async def test_the_build_user_cannot_stop_the_container_or_its_keeper_or_reach_its_report(
     pool: WarmContainers, remote: GitRemote, sha: str, docker_client: docker.DockerClient
 ) -> None:
