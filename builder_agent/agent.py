@@ -112,6 +112,10 @@ class Agent:
         await wait_within(self._redis.ping(), 10)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         self._docker = await asyncio.to_thread(docker.from_env, timeout=60)
+        if self._docker.api.base_url.startswith("http+docker://"):
+            # A local socket: no proxy applies, and `requests` would look for one in the
+            # environment on every call (a build makes a dozen).
+            self._docker.api.trust_env = False
         await wait_within(asyncio.to_thread(self._docker.ping), 30)
         await ensure_build_network(self._docker, settings.build_network)
         await asyncio.to_thread(settings.workspaces_dir.mkdir, parents=True, exist_ok=True)

@@ -470,7 +470,9 @@ if [ -z "$GOBUILD_DEPTH" ]; then
 elif [ -n "$GOBUILD_HEAD_REF" ] && git "$@" fetch -q --no-tags "--depth=$GOBUILD_DEPTH" \\
   "$GOBUILD_URL" "$GOBUILD_WANT" "+$GOBUILD_HEAD_REF:$GOBUILD_HEAD_SEEN" 2>/dev/null
 then
-  head=$(git "$@" rev-parse --verify -q "$GOBUILD_HEAD_SEEN") || fail rev-parse
+  # The ref the fetch just wrote, read without starting git again when it is a loose one.
+  read -r head 2>/dev/null < ".git/$GOBUILD_HEAD_SEEN" ||
+    head=$(git "$@" rev-parse --verify -q "$GOBUILD_HEAD_SEEN") || fail rev-parse
 else
   git "$@" fetch -q --no-tags "--depth=$GOBUILD_DEPTH" "$GOBUILD_URL" "$GOBUILD_WANT" || exit 3
 fi
