@@ -46,6 +46,7 @@ from gobuild.platform.service import start_task, stop_tasks
 from gobuild.platform.storage_client import StorageClient
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.caches import CacheIndex
+from gobuild.platform.stores.channels import follow_channel
 from gobuild.platform.stores.claims import BuildClaims, parse_labels
 from gobuild.platform.stores.connection import connect_redis
 from gobuild.platform.stores.deployment_records import DeploymentRecords
@@ -303,24 +304,5 @@ class Agent:
                 run.cancel.set()
 
     async def _cancel_listener(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                pubsub = self.redis.pubsub()
-                try:
-                    await pubsub.subscribe(CHANNEL_CANCEL)
-                    delay = 0.5
-                    while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
-                        if message and message.get("type") == "message":
-                            self.cancel_build(str(message["data"]))
-                finally:
-                    await pubsub.aclose()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("cancel channel failed (%s); resubscribing in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        # A cancel published while the channel was not subscribed is found by the heartbeat.
+        await follow_channel(self.redis, CHANNEL_CANCEL, self.cancel_build, "cancel channel")

@@ -27,6 +27,7 @@ from gobuild.platform.build_state import BuildState, IllegalTransition
 from gobuild.platform.orchestrator.dispatch import Dispatcher, build_priority
 from gobuild.platform.records import Build, Project
 from gobuild.platform.stores.build_queue import QueueEntry, QueueReason, QueueTicket
+from gobuild.platform.stores.channels import follow_channel
 from gobuild.platform.stores.claims import BuilderFleet, LiveBuilder
 from gobuild.platform.stores.keys import CHANNEL_RESULTS
 from gobuild.platform.stores.outbox import ResultOutbox
@@ -98,28 +99,11 @@ class Scheduler:
 
     async def wake_on_results(self) -> None:
         """Run a round as soon as a builder puts a result in the outbox: its slot is free
-        before the result has come through the broker. Resubscribes after a Redis failure."""
-        delay = 0.5
-        while True:
-            try:
-                pubsub = self.builds.redis.pubsub()
-                try:
-                    await pubsub.subscribe(CHANNEL_RESULTS)
-                    delay = 0.5
-                    while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
-                        if message and message.get("type") == "message":
-                            self.wake()
-                finally:
-                    await pubsub.aclose()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("results channel failed (%s); resubscribing in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        before the result has come through the broker (without the channel, the result's
+        arrival wakes the scheduler)."""
+        await follow_channel(
+            self.builds.redis, CHANNEL_RESULTS, lambda _: self.wake(), "results channel"
+        )
 
     async def run_forever(self) -> None:
         while True:
