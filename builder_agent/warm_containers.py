@@ -383,9 +383,10 @@ class WarmContainers:
         stopping, warm.stopping = warm.stopping, None
         try:
             keep = warm.uses < self.max_uses and not self._closed
-            if stopping is None and keep:
-                stopping = asyncio.ensure_future(self._kill_leftovers(warm))
-            stopped = stopping is not None and await stopping
+            if stopping is not None:
+                stopped = await stopping
+            else:
+                stopped = keep and await self._kill_leftovers(warm)
             if keep and stopped:
                 roots = await self._writable_roots(warm.session)
                 if roots is not None:

@@ -161,7 +161,13 @@ class Dispatcher:
         OSError when the broker does not take an event.
         """
         if build.state == BuildState.QUEUED:
-            event = self._status_event(build, BuildState.DISPATCHED, attempt=attempt)
+            event = BuildStatusChanged(
+                build_id=build.id,
+                project_id=build.project_id,
+                state=BuildState.DISPATCHED,
+                number=build.number,
+                attempt=attempt,
+            )
             build = await self.builds.apply_status(event) or build
             # The job does not wait for the broker to take the status event: both go at once.
             await asyncio.gather(
@@ -247,19 +253,6 @@ class Dispatcher:
         for trigger in pending:
             await self.handle_trigger(trigger)
         return len(pending)
-
-    @staticmethod
-    def _status_event(
-        build: Build, target: BuildState, reason: str | None = None, attempt: int | None = None
-    ) -> BuildStatusChanged:
-        return BuildStatusChanged(
-            build_id=build.id,
-            project_id=build.project_id,
-            state=target,
-            number=build.number,
-            reason=reason,
-            attempt=attempt,
-        )
 
     async def end_unheld(self, build: Build, state: BuildState, reason: str) -> Build | None:
         """End a build no builder holds (`end_unheld_build`) and release its place."""

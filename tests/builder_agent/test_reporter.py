@@ -18,23 +18,11 @@ from gobuild.platform.events import (
     BuildStatusChanged,
     DeploymentStatusChanged,
 )
-from gobuild.platform.records import Build, Deployment, new_id
+from gobuild.platform.records import Build, Deployment
 from tests.kafka_reading import read_events
-from tests.orchestrator.builder_runs import builder_run
+from tests.orchestrator.builder_runs import api_build, builder_run
 
 STEPS = ["checkout", "install", "build", "upload", "deploy"]
-
-
-def a_build() -> Build:
-    return Build(
-        id=new_id("b_"),
-        project_id="p_1",
-        source="api",
-        repo_url="/srv/site.git",
-        ref="refs/heads/main",
-        branch="main",
-        number=1,
-    )
 
 
 def deployment_of(build: Build) -> Deployment:
@@ -47,7 +35,7 @@ async def test_progress_events_reach_the_broker_in_the_order_told(
     make_settings: Callable[..., Settings], kafka_bootstrap: str, producer: EventProducer
 ) -> None:
     settings = make_settings(kafka_bootstrap=kafka_bootstrap)
-    build = a_build()
+    build = api_build(number=1)
     run = builder_run(settings, build, producer)
     reporter = BuildReporter(producer, "builder-1")
 
@@ -76,7 +64,7 @@ async def test_a_build_does_not_wait_for_a_broker_that_stopped_answering(
     try:
         await wait_for_topics(settings)
         await producer.start()
-        build = a_build()
+        build = api_build(number=1)
         run = builder_run(settings, build, producer)
         reporter = BuildReporter(producer, "builder-1")
         await reporter.status(run, BuildState.RUNNING, step="checkout")

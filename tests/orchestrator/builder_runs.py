@@ -10,7 +10,20 @@ from gobuild.builder_agent.log_stream import LogStreamer
 from gobuild.platform.bus import EventProducer
 from gobuild.platform.config import Settings
 from gobuild.platform.events import BuildConfig, BuildRequested
-from gobuild.platform.records import Build
+from gobuild.platform.records import Build, new_id
+
+
+def api_build(**fields: object) -> Build:
+    """A build of `main` of project p_1 asked for through the API (not recorded anywhere)."""
+    values: dict[str, object] = {
+        "id": new_id("b_"),
+        "project_id": "p_1",
+        "source": "api",
+        "repo_url": "/srv/site.git",
+        "ref": "refs/heads/main",
+        "branch": "main",
+    }
+    return Build.model_validate({**values, **fields})
 
 
 def builder_run(

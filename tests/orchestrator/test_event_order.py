@@ -27,12 +27,12 @@ from gobuild.platform.events import (
     Event,
 )
 from gobuild.platform.orchestrator.dispatch import Dispatcher
-from gobuild.platform.records import Build, new_id
+from gobuild.platform.records import Build
 from gobuild.platform.stores.builds import BuildStore
 from gobuild.platform.stores.outbox import PendingResult
 from gobuild.platform.stores.projects import ProjectStore
 from tests.conftest import wait_until
-from tests.orchestrator.builder_runs import builder_run
+from tests.orchestrator.builder_runs import api_build, builder_run
 
 STEPS = ("checkout", "install", "build", "upload", "deploy")
 
@@ -56,14 +56,7 @@ class RecordingProducer:
 
 async def dispatched_build(redis: aioredis.Redis) -> Build:
     """A recorded build the orchestrator has dispatched (its own event, applied directly)."""
-    build = Build(
-        id=new_id("b_"),
-        project_id="p_1",
-        source="api",
-        repo_url="/srv/site.git",
-        ref="refs/heads/main",
-        branch="main",
-    )
+    build = api_build()
     trigger = BuildTriggered(
         build_id=build.id,
         project_id=build.project_id,

@@ -322,15 +322,23 @@ async def test_assign_is_atomic_and_bounded_by_the_slots(redis: aioredis.Redis) 
     assert not await queue.enqueue("b_0", 0.0)
 
 
-async def test_a_completion_frees_the_slot_and_the_next_build_starts(
-    settings: Settings, redis: aioredis.Redis, dispatcher: Dispatcher, scheduler: Scheduler
-) -> None:
+async def one_slot_taken_one_waiting(
+    redis: aioredis.Redis, dispatcher: Dispatcher, scheduler: Scheduler
+) -> tuple[Project, str, str]:
+    """A builder with one slot runs the first of two builds of a project; the second waits."""
     project = await make_project(redis)
     first = await triggered(dispatcher, project, branch="a", ago=20)
     second = await triggered(dispatcher, project, branch="b", ago=10)
     await builder_alive(redis, "b1")
     await scheduler.run_round()
     assert await given_to(redis) == {first: "b1"}
+    return project, first, second
+
+
+async def test_a_completion_frees_the_slot_and_the_next_build_starts(
+    settings: Settings, redis: aioredis.Redis, dispatcher: Dispatcher, scheduler: Scheduler
+) -> None:
+    project, first, second = await one_slot_taken_one_waiting(redis, dispatcher, scheduler)
     dispatcher.wakeup.clear()
 
     await dispatcher.handle_record(
@@ -353,12 +361,7 @@ async def test_a_completion_frees_the_slot_and_the_next_build_starts(
 async def test_a_result_in_the_outbox_frees_the_slot_before_it_comes_through_the_broker(
     settings: Settings, redis: aioredis.Redis, dispatcher: Dispatcher, scheduler: Scheduler
 ) -> None:
-    project = await make_project(redis)
-    first = await triggered(dispatcher, project, branch="a", ago=20)
-    second = await triggered(dispatcher, project, branch="b", ago=10)
-    await builder_alive(redis, "b1")
-    await scheduler.run_round()
-    assert await given_to(redis) == {first: "b1"}
+    project, first, second = await one_slot_taken_one_waiting(redis, dispatcher, scheduler)
     listening = asyncio.create_task(scheduler.wake_on_results())
     try:
         await asyncio.sleep(0.2)  # subscribed
