@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,41 @@ class InfrastructureError(RuntimeError):
     """A local broker or Redis server could not be started."""
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing uses, for a server started after this returns.
+
+    It is chosen below the kernel's ephemeral range: a port that `bind(0)` hands out comes
+    from that range, so until the server binds it, any outgoing connection may take it as
+    its own local port and keep it (CI once saw a dashboard fail to bind for a minute because
+    a client connection held its port). No port is handed out twice by one process."""
+    top = _ephemeral_low()
+    ports = list(range(_LOWEST_PORT, top))
+    random.shuffle(ports)
+    for port in ports:
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
