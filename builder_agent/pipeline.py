@@ -163,11 +163,8 @@ class BuildPipeline:
             if caches is not None and step != "install":
                 await guard(run, caches.restore_build_folders())
             await self.steps.run(run, plan, image, step, command, session=session)
-        run.release_clone_session()
-        if run.warm is not None and self.warm is not None:
-            self.warm.stop_processes(run.warm)  # nothing of the build runs from here on
-
         await self.reporter.status(run, BuildState.RUNNING, step="upload")
+        await self._stop_leftovers(run)
         # Checked again: the steps may have replaced the folder with a link out of the workspace.
         source = await asyncio.to_thread(source_folder, run.workspace, plan.root_dir)
         output_dir = await asyncio.to_thread(find_output, source, plan.output)
@@ -191,6 +188,19 @@ class BuildPipeline:
             deployment_id=deployment.id,
             deployment_url=deployment.url,
         )
+
+    async def _stop_leftovers(self, run: BuildRun) -> None:
+        """Nothing the steps left running in the build's container (a process in the
+        background) may change the output while it is packed: a warm container's keeper kills
+        them, a kept clone container is removed first. A step's own container took its
+        processes with it when its command ended."""
+        released = run.clone_session is not None and run.warm is None
+        run.release_clone_session()
+        if run.warm is not None and self.warm is not None:
+            if not await self.warm.stop_processes(run.warm):
+                await run.logs.system("Processes the steps left could not all be stopped")
+        elif released:
+            await run.removals.wait()
 
     @staticmethod
     def _session_for_steps(run: BuildRun, plan: BuildPlan, image: str) -> ExecSession | None:

@@ -78,6 +78,8 @@ _SCAN_SECONDS = 120.0
 _CLOSE_SECONDS = 30.0
 _EXPIRY_CHECK_SECONDS = 5.0
 _STATUS_POLL_SECONDS = 0.005
+# How long a build waits for its leftover processes to be killed before it packs its output.
+_PACK_WAIT_SECONDS = 5.0
 
 # `survivors UID`: whether a process of user UID other than this shell is left (zombies too).
 _SURVIVORS = r"""
@@ -360,12 +362,20 @@ class WarmContainers:
         """A build's new container, to be given back at its end."""
         return WarmContainer(key=key, session=session, folder=folder)
 
-    def stop_processes(self, warm: WarmContainer) -> None:
-        """The build's steps are over: have the keeper kill what they left now, while the build
-        uploads and deploys, so that giving the container back takes little longer than
-        emptying its folder."""
+    async def stop_processes(
+        self, warm: WarmContainer, timeout: float = _PACK_WAIT_SECONDS
+    ) -> bool:
+        """The build's steps are over: have the keeper kill what they left, so that nothing
+        changes the output while the build packs it (a process left in the background may
+        still be writing to it), and giving the container back later takes little longer than
+        emptying its folder. Waits at most `timeout` seconds (the round goes on, and giving
+        back waits for its end); whether the keeper reported the processes gone."""
         if warm.stopping is None:
             warm.stopping = asyncio.ensure_future(self._kill_leftovers(warm))
+        try:
+            return await wait_within(asyncio.shield(warm.stopping), timeout)
+        except TimeoutError:
+            return False
 
     def give_back(self, warm: WarmContainer) -> None:
         """Make the container as good as new and keep it, or remove it (in the background)."""

@@ -202,8 +202,8 @@ async def test_the_keeper_stops_the_builds_processes_when_its_steps_end_the_fold
     code, said = await sh(warm, LEAVE_TRACES)
     assert code == 0, said
 
-    pool.stop_processes(warm)  # the steps are over; the build uploads its output from here
-    assert warm.stopping is not None and await wait_within(warm.stopping, 30)
+    # The steps are over; the build packs and uploads its output from here.
+    assert await pool.stop_processes(warm)
 
     # Nothing of the build runs any more, and its files are still there for the upload.
     assert keeper_status(warm.folder) == "clean 1"

@@ -284,12 +284,15 @@ async def test_the_build_logs_topic_has_a_retention(stack: Stack, kafka_port: in
     assert entries["retention.bytes"] == str(default_bytes)
 
 
-# Build 1 leaves a process that keeps overwriting the site and a file in /tmp. Build 2 of the
-# same project, in the same (warm) container, fails if it finds either, and waits to see
-# whether its own site is overwritten.
+# Build 1 leaves a process that, once its step has ended, keeps overwriting the site, and a
+# file in /tmp. Its output is packed with that process gone (packing a file while it is
+# written fails: "unexpected end of data"), so it succeeds. Build 2 of the same project, in
+# the same (warm) container, fails if it finds either, and waits to see whether its own site
+# is overwritten.
 LEAVER = """build = '''
-n=gobuild-tamp; cp /bin/sh /tmp/${n}erer
-(/tmp/${n}erer -c 'while :; do mkdir -p dist; echo tampered > dist/index.html; sleep 0.1; done' \\
+n=gobuild-tamp; cp /bin/sh /tmp/${n}erer; step=$$
+(/tmp/${n}erer -c "while kill -0 $step 2>/dev/null; do sleep 0.01; done
+  while :; do echo tampered > dist/index.html; head -c 1000000 /dev/zero > dist/blob; done" \\
   > /dev/null 2>&1 &)
 touch /tmp/left-behind
 mkdir -p dist; echo "<h1>build one</h1>" > dist/index.html
