@@ -99,9 +99,12 @@ class BuildRun:
 
     def release_clone_session(self) -> None:
         """No more commands in the kept clone container: remove it (in the background, with the
-        build's removals), unless it is a warm one (given back at the build's end)."""
+        build's removals), unless it is a warm one (given back at the build's end); a checkout
+        still holding on in it for a step is let go."""
         if self.clone_session is not None and self.warm is None:
             self.clone_session.release(self.removals)
+        elif self.clone_session is not None:
+            self.clone_session.forget_held()
         self.clone_session = None
 
     def next_event_seq(self) -> int:

@@ -44,6 +44,7 @@ from gobuild.builder_agent.container import (
     exec_session,
     hand_workspace_to,
 )
+from gobuild.builder_agent.held_exec import HOLD_SCRIPT, HOLD_START, run_holding
 from gobuild.builder_agent.warm_containers import (
     CLEAN_FIRST,
     NO_CLEANING,
@@ -313,6 +314,18 @@ class GitSession:
         argv = ["sh", "-c", script, "gobuild-git", *GIT_OPTIONS, *self.options]
         return await self._run(argv, {**self.env, **values})
 
+    async def script_holding(self, script: str, values: Mapping[str, str]) -> ExecResult:
+        """`script`, asked to hold on for the build's first step once it succeeded (see
+        held_exec.py): if it does, the session keeps the held exec (`ExecSession.held`)."""
+        argv = ["sh", "-c", script, "gobuild-git", *GIT_OPTIONS, *self.options]
+        left = self.deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise TimeoutError
+        result, self.session.held = await run_holding(
+            self.session, argv, {**self.env, **values}, left
+        )
+        return result
+
     async def _run(self, argv: list[str], env: Mapping[str, str]) -> ExecResult:
         left = self.deadline - asyncio.get_running_loop().time()
         if left <= 0:
@@ -457,6 +470,8 @@ _FAST_CHECKOUT = (
 set -u
 fail() { printf 'failed %s\\n' "$1"; exit 1; }
 """
+    # Asked to hold on for the first step (held_exec.py): its input set aside, and a go.
+    + HOLD_START
     # In a warm container: first what an earlier build left is emptied (warm_containers.py).
     + CLEAN_FIRST
     + """
@@ -485,34 +500,37 @@ elif [ -n "$GOBUILD_HEAD_REF" ]; then
   heads=$(git "$@" ls-remote "$GOBUILD_URL" "$GOBUILD_HEAD_REF") || fail ls-remote
   printf '%s\\n' "$heads"
 fi
-[ -n "$GOBUILD_CONTAINED_IN" ] || exit 0
-tip=$GOBUILD_CONTAINED_IN
-history=/tmp/gobuild-history
-answer=unknown
-depth=$GOBUILD_HISTORY_DEPTH
-if git "$@" init -q --template= "$history" 2>/dev/null \\
-  && git "$@" -C "$history" fetch -q --no-tags "--depth=$depth" "$GOBUILD_URL" "$commit" "$tip" \\
-    2>/dev/null
-then
-  while :; do
-    git "$@" -C "$history" merge-base --is-ancestor "$commit" "$tip" 2>/dev/null
-    code=$?
-    if [ "$code" -eq 0 ]; then answer=yes; break; fi
-    [ "$code" -eq 1 ] || break
-    git "$@" -C "$history" merge-base --is-ancestor "$tip" "$commit" 2>/dev/null
-    code=$?
-    if [ "$code" -eq 0 ]; then answer=no; break; fi
-    [ "$code" -eq 1 ] || break
-    shallow=$(git "$@" -C "$history" rev-parse --is-shallow-repository 2>/dev/null) || break
-    if [ "$shallow" != true ]; then answer=no; break; fi
-    [ "$depth" -lt "$GOBUILD_HISTORY_MAX_DEPTH" ] || break
-    git "$@" -C "$history" fetch -q --no-tags "--deepen=$depth" "$GOBUILD_URL" "$commit" "$tip" \\
-      2>/dev/null || break
-    depth=$((depth * 2))
-  done
+if [ -n "$GOBUILD_CONTAINED_IN" ]; then
+  tip=$GOBUILD_CONTAINED_IN
+  history=/tmp/gobuild-history
+  answer=unknown
+  depth=$GOBUILD_HISTORY_DEPTH
+  if git "$@" init -q --template= "$history" 2>/dev/null \\
+    && git "$@" -C "$history" fetch -q --no-tags "--depth=$depth" "$GOBUILD_URL" "$commit" "$tip" \\
+      2>/dev/null
+  then
+    while :; do
+      git "$@" -C "$history" merge-base --is-ancestor "$commit" "$tip" 2>/dev/null
+      code=$?
+      if [ "$code" -eq 0 ]; then answer=yes; break; fi
+      [ "$code" -eq 1 ] || break
+      git "$@" -C "$history" merge-base --is-ancestor "$tip" "$commit" 2>/dev/null
+      code=$?
+      if [ "$code" -eq 0 ]; then answer=no; break; fi
+      [ "$code" -eq 1 ] || break
+      shallow=$(git "$@" -C "$history" rev-parse --is-shallow-repository 2>/dev/null) || break
+      if [ "$shallow" != true ]; then answer=no; break; fi
+      [ "$depth" -lt "$GOBUILD_HISTORY_MAX_DEPTH" ] || break
+      git "$@" -C "$history" fetch -q --no-tags "--deepen=$depth" "$GOBUILD_URL" "$commit" \\
+        "$tip" 2>/dev/null || break
+      depth=$((depth * 2))
+    done
+  fi
+  printf 'contained %s\\n' "$answer"
 fi
-printf 'contained %s\\n' "$answer"
 """
+    # Asked to hold on: wait for the build's first step and become it.
+    + HOLD_SCRIPT
 )
 # How far apart, in commits, the checkout's own session looks for the ancestry answer; past
 # that the promotion asks `commit_in_history`, which may look much further.
@@ -562,6 +580,7 @@ async def checkout_with_facts(
     keep: Callable[[ExecSession], None] | None = None,
     warm: ExecSession | None = None,
     cleaning: Cleaning | None = None,
+    hold: bool = False,
 ) -> CheckoutFacts:
     """`checkout`, and in the same clone container: the head of branch `head_of` on the
     remote right after the fetch, and whether commit `contained_in` is the checked-out commit
@@ -569,7 +588,8 @@ async def checkout_with_facts(
     container is handed to `keep` if given (for the build's steps), else removed by
     `removals` in the background if given. With `warm`, git runs in that running container
     (see `git_session`), after `cleaning` empties what its earlier build left (else
-    ContainerNotClean).
+    ContainerNotClean). With `hold`, a checkout in a container kept for the steps (`keep` or
+    `warm`) holds on for the first step in the same exec, kept as the session's `held`.
     """
     sha = validate_commit_sha(commit_sha) if commit_sha else None
     target = _fetch_target(ref, branch)
@@ -595,7 +615,8 @@ async def checkout_with_facts(
         ) as git,
     ):
         # Protocol v2 servers hand out any commit by SHA: one shallow fetch of exactly it.
-        result = await git.script(
+        holding = hold and (keep is not None or warm is not None)
+        result = await (git.script_holding if holding else git.script)(
             _FAST_CHECKOUT,
             {
                 "GOBUILD_SAFE_DIRECTORY": SOURCE_MOUNT if local else "",
@@ -611,33 +632,51 @@ async def checkout_with_facts(
                 **(cleaning.values() if cleaning is not None else NO_CLEANING),
             },
         )
-        if cleaning is not None:
-            if result.exit_code == NOT_CLEAN_EXIT:
-                raise ContainerNotClean(result.stderr.decode("utf-8", "replace").strip())
-            # Only kills beyond the earlier builds' are this build's.
-            git.session.oom_kills_before = count_oom_kills(result.stdout)
-        if result.exit_code == _FAST_CHECKOUT_EXIT_FETCH:
-            if sha is not None:
-                log.info(
-                    "fetch by SHA refused (%s); fetching the branch",
-                    remote.summarize(result.stderr),
-                )
-            resolved = await _checkout_the_long_way(git, sha, target)
-            head = None
-            if head_ref is not None:
-                _, listed, _ = await git("ls-remote", git.url, head_ref)
-                head = _branch_head(listed.decode("utf-8", errors="replace"), head_ref)
-            facts = CheckoutFacts(
-                commit_sha=resolved,
-                branch=head_of if head_ref else None,
-                branch_head=head,
-                contained_in=contained_in,
+        try:
+            facts = await _facts_of(
+                git, result, sha, target, head_of, head_ref, contained_in, cleaning
             )
-        else:
-            facts = _fast_checkout_facts(git, result, head_of, head_ref, contained_in)
+        except BaseException:
+            git.session.forget_held()
+            raise
     if sha is not None and facts.commit_sha != sha:
+        git.session.forget_held()
         raise CheckoutError(f"checked out {facts.commit_sha} instead of {sha}")
     return facts
+
+
+async def _facts_of(
+    git: GitSession,
+    result: ExecResult,
+    sha: str | None,
+    target: str | None,
+    head_of: str | None,
+    head_ref: str | None,
+    contained_in: str | None,
+    cleaning: Cleaning | None,
+) -> CheckoutFacts:
+    """What the checkout script found out (the long way, if its first fetch failed)."""
+    remote = git.remote
+    if cleaning is not None:
+        if result.exit_code == NOT_CLEAN_EXIT:
+            raise ContainerNotClean(result.stderr.decode("utf-8", "replace").strip())
+        # Only kills beyond the earlier builds' are this build's.
+        git.session.oom_kills_before = count_oom_kills(result.stdout)
+    if result.exit_code != _FAST_CHECKOUT_EXIT_FETCH:
+        return _fast_checkout_facts(git, result, head_of, head_ref, contained_in)
+    if sha is not None:
+        log.info("fetch by SHA refused (%s); fetching the branch", remote.summarize(result.stderr))
+    resolved = await _checkout_the_long_way(git, sha, target)
+    head = None
+    if head_ref is not None:
+        _, listed, _ = await git("ls-remote", git.url, head_ref)
+        head = _branch_head(listed.decode("utf-8", errors="replace"), head_ref)
+    return CheckoutFacts(
+        commit_sha=resolved,
+        branch=head_of if head_ref else None,
+        branch_head=head,
+        contained_in=contained_in,
+    )
 
 
 def _fast_checkout_facts(

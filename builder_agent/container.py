@@ -29,7 +29,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import docker
 import docker.errors
@@ -37,6 +37,9 @@ from docker.models.containers import Container
 from docker.utils import parse_repository_tag
 
 from gobuild.platform.waiting import wait_within
+
+if TYPE_CHECKING:
+    from gobuild.builder_agent.held_exec import HeldExec
 
 log = logging.getLogger(__name__)
 
@@ -526,7 +529,7 @@ class _Followed:
         )
 
 
-def _start_pump(frames: Any, name: str) -> tuple[asyncio.Queue[Any], threading.Event]:
+def start_pump(frames: Any, name: str) -> tuple[asyncio.Queue[Any], threading.Event]:
     """The output frames of a container or exec, moved by a thread of their own (not the
     default executor: it blocks for as long as the command runs) into an asyncio queue."""
     queue: asyncio.Queue[tuple[Stream, bytes] | None] = asyncio.Queue(_QUEUE_SIZE)
@@ -623,7 +626,7 @@ async def run_step(
                 container.id, stdout=True, stderr=True, stream=True, demux=True
             )
         )
-        queue, stop_pump = _start_pump(frames, name)
+        queue, stop_pump = start_pump(frames, name)
         try:
             await _call(container.start)
         except docker.errors.APIError as exc:
@@ -678,28 +681,14 @@ async def run_step_in(
     client, container = session.client, session.container
     stop_pump: threading.Event | None = None
     frames: Any = None
+    held = session.take_held()
     try:
-        try:
-            created = await _call(
-                lambda: client.api.exec_create(
-                    container.id,
-                    ["sh", "-c", spec.command],
-                    stdout=True,
-                    stderr=True,
-                    stdin=False,
-                    tty=False,
-                    user=spec.user,
-                    environment=dict(spec.env),
-                    workdir=spec.workdir,
-                )
-            )
-            # The output stream is the exec's own start: not a byte of it is missed.
-            frames = await _call(
-                lambda: client.api.exec_start(created["Id"], stream=True, demux=True)
-            )
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"could not start the step: {exc.explanation or exc}") from None
-        queue, stop_pump = _start_pump(frames, f"{container.name}-{spec.name_hint}")
+        if held is not None and await held.start_step(spec):
+            # The checkout held on for this step: it runs in that exec (held_exec.py).
+            exec_id, queue, stop_pump = held.exec_id, held.queue, held.stop
+        else:
+            exec_id, frames = await _start_exec(session, spec)
+            queue, stop_pump = start_pump(frames, f"{container.name}-{spec.name_hint}")
         if on_started is not None:
             on_started(container)
         followed = await _follow(
@@ -709,14 +698,12 @@ async def run_step_in(
             deadline=deadline,
             cancel=cancel,
             started=started,
-            exited=_exec_exit(client, created["Id"]),
+            exited=exec_exit(client, exec_id),
         )
         code = None
         # The engine may record the exit a moment after the output ended.
         with contextlib.suppress(TimeoutError):
-            code = await wait_within(
-                _exec_exit(client, created["Id"], started=True), _EXIT_CODE_SECONDS
-            )
+            code = await wait_within(exec_exit(client, exec_id, started=True), _EXIT_CODE_SECONDS)
         failed = code != 0 and not (followed.timed_out or followed.cancelled)
         return followed.result(
             -1 if code is None else code,
@@ -731,6 +718,32 @@ async def run_step_in(
         if frames is not None:
             with contextlib.suppress(Exception):
                 frames.close()
+        if held is not None:
+            held.forget()
+
+
+async def _start_exec(session: ExecSession, spec: StepSpec) -> tuple[str, Any]:
+    """`spec.command` exec'd in the session's container: the exec's id and its output."""
+    client, container = session.client, session.container
+    try:
+        created = await _call(
+            lambda: client.api.exec_create(
+                container.id,
+                ["sh", "-c", spec.command],
+                stdout=True,
+                stderr=True,
+                stdin=False,
+                tty=False,
+                user=spec.user,
+                environment=dict(spec.env),
+                workdir=spec.workdir,
+            )
+        )
+        # The output stream is the exec's own start: not a byte of it is missed.
+        frames = await _call(lambda: client.api.exec_start(created["Id"], stream=True, demux=True))
+    except docker.errors.APIError as exc:
+        raise ContainerError(f"could not start the step: {exc.explanation or exc}") from None
+    return created["Id"], frames
 
 
 _OOM_KILLS = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
@@ -756,7 +769,7 @@ async def _oom_kills(session: ExecSession) -> int:
     return count_oom_kills(result.stdout)
 
 
-async def _exec_exit(
+async def exec_exit(
     client: docker.DockerClient, exec_id: str, *, started: bool = False
 ) -> int | None:
     """Return once the exec's command ended, with its exit code (None: it has none, killed
@@ -846,10 +859,23 @@ class ExecSession:
         # The memory kills its container had before the current build (a warm container's
         # earlier builds'): only more than these are this build's.
         self.oom_kills_before = 0
+        # The build's checkout, holding on in this container for its first step (held_exec.py).
+        self.held: HeldExec | None = None
+
+    def take_held(self) -> HeldExec | None:
+        held, self.held = self.held, None
+        return held
+
+    def forget_held(self) -> None:
+        """Let a held checkout go (it exits without running anything)."""
+        held = self.take_held()
+        if held is not None:
+            held.forget()
 
     def release(self, removals: PendingRemovals) -> None:
         """Remove the container of a session that was kept after its block (in the
         background, by `removals`)."""
+        self.forget_held()
         removals.remove(self.client, self.container, self.container.name)
 
     async def run(

@@ -160,6 +160,8 @@ class SourceCheckout:
             keep=keep,
             warm=warm.session if warm is not None else None,
             cleaning=warm.cleaning if warm is not None else None,
+            # The first step runs in the checkout's own exec (held_exec.py).
+            hold=True,
         )
 
     async def _warm_container(
