@@ -87,6 +87,8 @@ while IFS=' ' read -r gobuild_op gobuild_name gobuild_length <&3; do
 done
 exit {no_step}
 """.replace("{no_step}", str(HELD_NO_STEP))
+# How long a held checkout let go may take to end.
+_END_SECONDS = 10.0
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _STDOUT = 1
 
@@ -165,12 +167,17 @@ class HeldExec:
         return await exec_exit(self.session.client, self.exec_id, started=started)
 
     async def close(self) -> None:
-        """Let the exec go: its input ends and the script exits without running anything."""
-        if self.closed:
-            return
-        self.closed = True
-        self.stop.set()
-        await asyncio.to_thread(_shut, self.sock)
+        """Let the exec go (its input ends and the script exits without running anything) and
+        wait for its end: its environment holds the checkout's credentials, so no step may run
+        beside it. ContainerError if it does not end."""
+        if not self.closed:
+            self.closed = True
+            self.stop.set()
+            await asyncio.to_thread(_shut, self.sock)
+        try:
+            await wait_within(self.exit_code(started=True), _END_SECONDS)
+        except TimeoutError:
+            raise ContainerError("the checkout did not end when told to") from None
 
     def forget(self) -> None:
         """Close without waiting (the build is over; its container is stopped or removed)."""

@@ -159,7 +159,11 @@ async def test_a_held_checkout_let_go_runs_nothing(
     assert (code, shown) == (0, "fresh")
 
 
-async def test_a_step_of_another_user_is_exec_d_the_usual_way(session: ExecSession) -> None:
-    code, shown = await run(session, step(session, "id -u", user="1001:1001"))
-    assert (code, shown) == (0, "1001")
+async def test_a_step_of_another_user_is_exec_d_the_usual_way_once_the_checkout_ended(
+    session: ExecSession,
+) -> None:
+    # The other user is root here, who could read the checkout's environment if it still ran.
+    look = "grep -l GOBUILD_URL /proc/[0-9]*/environ 2>/dev/null; id -u"
+    code, shown = await run(session, step(session, look, user="0:0"))
+    assert (code, shown) == (0, "0")
     assert session.held is None
