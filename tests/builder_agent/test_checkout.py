@@ -23,7 +23,14 @@ from gobuild.builder_agent.checkout import (
     redact_url,
     remote_branch_head,
 )
-from gobuild.builder_agent.container import LABEL_BUILD_ID, ExecSession, PendingRemovals
+from gobuild.builder_agent.container import (
+    LABEL_BUILD_ID,
+    ExecSession,
+    PendingRemovals,
+    StepSpec,
+    Stream,
+    run_step_in,
+)
 from gobuild.platform.repo_url import RepoSourcePolicy
 from tests.conftest import BUILD_IMAGE, GitRepo, git
 from tests.git_http import docker_host_address, repositories_over_http
@@ -353,6 +360,55 @@ async def test_a_clone_container_kept_for_the_steps_holds_no_trace_of_the_creden
 
     assert result.stdout.decode().split() == ["searched", "/workspace/index.html"]
     assert docker_client.containers.list(all=True, filters={"id": session.container.id}) == []
+
+
+async def test_the_first_step_handed_to_a_held_checkout_finds_no_trace_of_the_credentials(
+    git_repo: GitRepo,
+    repository_server: int,
+    container: CloneContainer,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    _, url = serve_private_commit(git_repo, repository_server, docker_client)
+    remote = await open_remote(
+        url, policy=ADMIN, container=container, credentials="user:s3cret-token"
+    )
+    kept: list[ExecSession] = []
+    await checkout_with_facts(
+        remote,
+        tmp_path / "ws",
+        commit_sha=None,
+        ref=None,
+        branch="main",
+        timeout=60,
+        keep=kept.append,
+        hold=True,
+    )
+    [session] = kept
+    assert session.held is not None
+    lines: list[str] = []
+
+    async def on_line(stream: Stream, line: str) -> None:
+        lines.append(line)
+
+    removals = PendingRemovals()
+    try:
+        # The step replaces the checkout's own process, whose environment had them.
+        search = (
+            "grep -rls 's3cret-toke[n]' / /proc/[0-9]*/cmdline /proc/[0-9]*/environ "
+            "--exclude-dir=proc --exclude-dir=sys 2>/dev/null; echo searched; "
+            "grep -rls 'privat[e]' /workspace --exclude-dir=.git 2>/dev/null"
+        )
+        spec = StepSpec(
+            image=container.image, command=search, workspace=tmp_path, user=container.user
+        )
+        result = await run_step_in(session, spec, on_line=on_line)
+    finally:
+        session.release(removals)
+        await removals.wait()
+
+    assert result.exit_code == 0
+    assert lines == ["searched", "/workspace/index.html"]
 
 
 async def test_the_fetch_connects_only_to_the_address_the_policy_checked(
