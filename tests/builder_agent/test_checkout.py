@@ -321,13 +321,27 @@ async def test_credentials_are_used_for_the_fetch_and_never_stored_in_the_worksp
             assert b"s3cret-token" not in (Path(folder) / name).read_bytes()
 
 
-async def test_a_clone_container_kept_for_the_steps_holds_no_trace_of_the_credentials(
+# What a step in a kept clone container could read: every file, every process's command line
+# and environment (the pattern is spelled so that grep's own command line does not match).
+# Then the same grep for what the checkout wrote, to show that it finds things.
+SEARCH_FOR_THE_TOKEN = (
+    "grep -rls 's3cret-toke[n]' / /proc/[0-9]*/cmdline /proc/[0-9]*/environ "
+    "--exclude-dir=proc --exclude-dir=sys 2>/dev/null; echo searched; "
+    "grep -rls 'privat[e]' /workspace --exclude-dir=.git 2>/dev/null"
+)
+
+
+async def private_checkout_kept(
     git_repo: GitRepo,
     repository_server: int,
     container: CloneContainer,
     docker_client: docker.DockerClient,
-    tmp_path: Path,
-) -> None:
+    workspace: Path,
+    *,
+    hold: bool,
+) -> ExecSession:
+    """A private repository's checkout, with its credentials, in a container kept for the
+    steps."""
     _, url = serve_private_commit(git_repo, repository_server, docker_client)
     remote = await open_remote(
         url, policy=ADMIN, container=container, credentials="user:s3cret-token"
@@ -335,25 +349,31 @@ async def test_a_clone_container_kept_for_the_steps_holds_no_trace_of_the_creden
     kept: list[ExecSession] = []
     await checkout_with_facts(
         remote,
-        tmp_path / "ws",
+        workspace,
         commit_sha=None,
         ref=None,
         branch="main",
         timeout=60,
         keep=kept.append,
+        hold=hold,
     )
     [session] = kept
+    return session
+
+
+async def test_a_clone_container_kept_for_the_steps_holds_no_trace_of_the_credentials(
+    git_repo: GitRepo,
+    repository_server: int,
+    container: CloneContainer,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    session = await private_checkout_kept(
+        git_repo, repository_server, container, docker_client, tmp_path / "ws", hold=False
+    )
     removals = PendingRemovals()
     try:
-        # What a step in it could read: every file, every process's command line and
-        # environment (the pattern is spelled so that grep's own command line does not match).
-        # Then the same grep for what the checkout wrote, to show that it finds things.
-        search = (
-            "grep -rls 's3cret-toke[n]' / /proc/[0-9]*/cmdline /proc/[0-9]*/environ "
-            "--exclude-dir=proc --exclude-dir=sys 2>/dev/null; echo searched; "
-            "grep -rls 'privat[e]' /workspace --exclude-dir=.git 2>/dev/null"
-        )
-        result = await session.run(["sh", "-c", search], env={}, timeout=120)
+        result = await session.run(["sh", "-c", SEARCH_FOR_THE_TOKEN], env={}, timeout=120)
     finally:
         session.release(removals)
         await removals.wait()
@@ -369,39 +389,24 @@ async def test_the_first_step_handed_to_a_held_checkout_finds_no_trace_of_the_cr
     docker_client: docker.DockerClient,
     tmp_path: Path,
 ) -> None:
-    _, url = serve_private_commit(git_repo, repository_server, docker_client)
-    remote = await open_remote(
-        url, policy=ADMIN, container=container, credentials="user:s3cret-token"
+    session = await private_checkout_kept(
+        git_repo, repository_server, container, docker_client, tmp_path / "ws", hold=True
     )
-    kept: list[ExecSession] = []
-    await checkout_with_facts(
-        remote,
-        tmp_path / "ws",
-        commit_sha=None,
-        ref=None,
-        branch="main",
-        timeout=60,
-        keep=kept.append,
-        hold=True,
-    )
-    [session] = kept
     assert session.held is not None
     lines: list[str] = []
 
     async def on_line(stream: Stream, line: str) -> None:
         lines.append(line)
 
+    spec = StepSpec(
+        image=container.image,
+        command=SEARCH_FOR_THE_TOKEN,
+        workspace=tmp_path,
+        user=container.user,
+    )
     removals = PendingRemovals()
     try:
         # The step replaces the checkout's own process, whose environment had them.
-        search = (
-            "grep -rls 's3cret-toke[n]' / /proc/[0-9]*/cmdline /proc/[0-9]*/environ "
-            "--exclude-dir=proc --exclude-dir=sys 2>/dev/null; echo searched; "
-            "grep -rls 'privat[e]' /workspace --exclude-dir=.git 2>/dev/null"
-        )
-        spec = StepSpec(
-            image=container.image, command=search, workspace=tmp_path, user=container.user
-        )
         result = await run_step_in(session, spec, on_line=on_line)
     finally:
         session.release(removals)

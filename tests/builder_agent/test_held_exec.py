@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from gobuild.builder_agent.checkout import CloneContainer, checkout_with_facts, open_remote
+from gobuild.builder_agent.checkout import checkout_with_facts
 from gobuild.builder_agent.container import (
     ExecSession,
     PendingRemovals,
@@ -22,12 +22,11 @@ from gobuild.builder_agent.container import (
 )
 from gobuild.builder_agent.held_exec import HELD_NO_STEP
 from gobuild.platform.localstack import GitRepo
-from gobuild.platform.repo_url import RepoSourcePolicy
+from tests.builder_agent.local_remote import BUILD_USER, local_remote
 from tests.conftest import BUILD_IMAGE
 
 pytestmark = pytest.mark.timeout(120)
 
-BUILD_USER = "1000:1000"
 # Printed by a step: its whole environment, sorted, one variable a line (values may span lines).
 SHOW_ENV = "env -0 | sort -z | tr '\\0' '\\n'; echo; pwd; id -u"
 # What a shell adds to the environment of the commands it starts by itself.
@@ -40,16 +39,7 @@ async def session(
 ) -> AsyncIterator[ExecSession]:
     """A kept clone container after a checkout asked to hold on for the first step."""
     sha = git_repo.commit({"index.html": "<h1>hi</h1>", "sub/readme": "x"})
-    container = CloneContainer(
-        client=docker_client,
-        image=BUILD_IMAGE,
-        user=BUILD_USER,
-        network="none",
-        memory_mb=128,
-        pids_limit=128,
-    )
-    policy = RepoSourcePolicy(trusted=True, local_repos_enabled=True)
-    remote = await open_remote(str(git_repo.bare), policy=policy, container=container)
+    remote = await local_remote(git_repo, docker_client)
     kept: list[ExecSession] = []
     workspace = tmp_path / "workspace"
     await checkout_with_facts(

@@ -18,11 +18,9 @@ import pytest
 
 from gobuild.builder_agent.checkout import (
     CheckoutFacts,
-    CloneContainer,
     GitRemote,
     checkout_with_facts,
     clone_spec,
-    open_remote,
 )
 from gobuild.builder_agent.container import ExecSession, StepSpec, run_step_in
 from gobuild.builder_agent.warm_containers import (
@@ -37,8 +35,8 @@ from gobuild.builder_agent.warm_containers import (
     writable_roots,
 )
 from gobuild.platform.localstack import GitRepo
-from gobuild.platform.repo_url import RepoSourcePolicy
 from gobuild.platform.waiting import wait_within
+from tests.builder_agent.local_remote import local_remote
 from tests.conftest import BUILD_IMAGE
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,17 +73,7 @@ def sha(git_repo: GitRepo) -> str:
 
 @pytest.fixture
 async def remote(git_repo: GitRepo, docker_client: docker.DockerClient) -> GitRemote:
-    container = CloneContainer(
-        client=docker_client,
-        image=BUILD_IMAGE,
-        user=BUILD_USER,
-        network="none",
-        memory_mb=128,
-        pids_limit=128,
-        main_user=MAIN_USER,
-    )
-    policy = RepoSourcePolicy(trusted=True, local_repos_enabled=True)
-    return await open_remote(str(git_repo.bare), policy=policy, container=container)
+    return await local_remote(git_repo, docker_client, main_user=MAIN_USER)
 
 
 async def start(
