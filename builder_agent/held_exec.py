@@ -127,11 +127,16 @@ class HeldExec:
         passed as records (names of variables, no NUL bytes)."""
         if self.closed or spec.user != self.session.spec.user:
             return False
-        texts = [spec.command, spec.workdir, *spec.env.values()]
-        # The script's own variables are `gobuild_*`: a step's variable of that name could
-        # change under it.
-        names_fit = all(_NAME.match(n) and not n.startswith("gobuild_") for n in spec.env)
+        env = self._final_env(spec)
+        texts = [spec.command, spec.workdir, *env.values()]
+        # The script's own variables are `gobuild_*`: a variable of that name could change
+        # under it.
+        names_fit = all(_NAME.match(n) and not n.startswith("gobuild_") for n in env)
         return names_fit and not any("\0" in text for text in texts)
+
+    def _final_env(self, spec: StepSpec) -> dict[str, str]:
+        """What a fresh exec of `spec` would have: the container's environment, then its own."""
+        return {**_env_list(self.container.attrs.get("Config", {}).get("Env")), **spec.env}
 
     async def start_step(self, spec: StepSpec) -> bool:
         """Hand over the step: the environment a fresh exec of it would get (the container's,
@@ -140,8 +145,7 @@ class HeldExec:
         if not self.can_run(spec):
             await self.close()
             return False
-        container_env = _env_list(self.container.attrs.get("Config", {}).get("Env"))
-        final = {**container_env, **spec.env}
+        final = self._final_env(spec)
         records = bytearray()
         for name in sorted(self.checkout_names - final.keys()):
             records += f"unset {name} -\n".encode()
@@ -180,7 +184,8 @@ class HeldExec:
             raise ContainerError("the checkout did not end when told to") from None
 
     def forget(self) -> None:
-        """Close without waiting (the build is over; its container is stopped or removed)."""
+        """Let the exec go without waiting for its end: nothing else of the build runs in its
+        container any more (it is removed, or given back and cleaned first)."""
         if not self.closed:
             self.closed = True
             self.stop.set()
