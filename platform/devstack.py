@@ -139,7 +139,18 @@ def start_redis(
         raise InfrastructureError("redis-server is not installed: run scripts/setup.sh")
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
-    argv += ["--appendonly", "yes", "--save", "", "--protected-mode", "no"]
+    # `always`: every write is in the file before Redis answers it. With `everysec` a write may
+    # wait up to 2 s while an fsync is slow, answered already: a killed server lost it.
+    argv += [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--protected-mode",
+        "no",
+    ]
     if password:
         # redis-server replaces its process title once started, so `ps` does not show this.
         argv += ["--requirepass", password]
