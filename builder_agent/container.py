@@ -725,25 +725,16 @@ async def run_step_in(
 async def _start_exec(session: ExecSession, spec: StepSpec) -> tuple[str, Any]:
     """`spec.command` exec'd in the session's container: the exec's id and its output."""
     client, container = session.client, session.container
+    argv = ["sh", "-c", spec.command]
     try:
-        created = await _call(
-            lambda: client.api.exec_create(
-                container.id,
-                ["sh", "-c", spec.command],
-                stdout=True,
-                stderr=True,
-                stdin=False,
-                tty=False,
-                user=spec.user,
-                environment=dict(spec.env),
-                workdir=spec.workdir,
-            )
+        exec_id = await _call(
+            create_exec, client, container.id, argv, spec.user, spec.env, spec.workdir
         )
         # The output stream is the exec's own start: not a byte of it is missed.
-        frames = await _call(lambda: client.api.exec_start(created["Id"], stream=True, demux=True))
+        frames = await _call(lambda: client.api.exec_start(exec_id, stream=True, demux=True))
     except docker.errors.APIError as exc:
         raise ContainerError(f"could not start the step: {exc.explanation or exc}") from None
-    return created["Id"], frames
+    return exec_id, frames
 
 
 _OOM_KILLS = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
@@ -832,20 +823,36 @@ def _exec(
     user: str,
     env: Mapping[str, str],
 ) -> ExecResult:
+    exec_id = create_exec(client, container_id, argv, user, env, WORKDIR)
+    stdout, stderr = client.api.exec_start(exec_id, demux=True)
+    code = client.api.exec_inspect(exec_id).get("ExitCode")
+    return ExecResult(-1 if code is None else int(code), stdout or b"", stderr or b"")
+
+
+def create_exec(
+    client: docker.DockerClient,
+    container_id: str,
+    argv: Sequence[str],
+    user: str,
+    env: Mapping[str, str],
+    workdir: str,
+    *,
+    stdin: bool = False,
+) -> str:
+    """An exec of `argv` (not started yet) with its output on stdout and stderr, no terminal
+    and, unless `stdin`, no input; its id."""
     created = client.api.exec_create(
         container_id,
         list(argv),
         stdout=True,
         stderr=True,
-        stdin=False,
+        stdin=stdin,
         tty=False,
         user=user,
         environment=dict(env),
-        workdir=WORKDIR,
+        workdir=workdir,
     )
-    stdout, stderr = client.api.exec_start(created["Id"], demux=True)
-    code = client.api.exec_inspect(created["Id"]).get("ExitCode")
-    return ExecResult(-1 if code is None else int(code), stdout or b"", stderr or b"")
+    return str(created["Id"])
 
 
 class ExecSession:

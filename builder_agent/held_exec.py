@@ -40,6 +40,7 @@ from gobuild.builder_agent.container import (
     ExecResult,
     ExecSession,
     StepSpec,
+    create_exec,
     exec_exit,
     start_pump,
 )
@@ -91,10 +92,6 @@ exit {no_step}
 _END_SECONDS = 10.0
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _STDOUT = 1
-
-
-def new_nonce() -> str:
-    return secrets.token_hex(8)
 
 
 def _env_list(env: Sequence[str] | None) -> dict[str, str]:
@@ -214,18 +211,10 @@ def _demuxed(sock: Any) -> Any:
 
 def _start(session: ExecSession, argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, Any]:
     client = session.client
-    created = client.api.exec_create(
-        session.container.id,
-        list(argv),
-        stdout=True,
-        stderr=True,
-        stdin=True,
-        tty=False,
-        user=session.spec.user,
-        environment=dict(env),
-        workdir=WORKDIR,
+    exec_id = create_exec(
+        client, session.container.id, argv, session.spec.user, env, WORKDIR, stdin=True
     )
-    return created["Id"], client.api.exec_start(created["Id"], socket=True)
+    return exec_id, client.api.exec_start(exec_id, socket=True)
 
 
 async def run_holding(
@@ -234,7 +223,7 @@ async def run_holding(
     """Run the checkout script `argv` asked to hold (`HOLD_VARIABLE` is set here): its result
     once it ended, or, once it holds on, its output so far (exit code 0) and the held exec.
     TimeoutError after `timeout` seconds (the exec let go)."""
-    nonce = new_nonce()
+    nonce = secrets.token_hex(8)
     try:
         exec_id, sock = await asyncio.to_thread(
             _start, session, argv, {**env, HOLD_VARIABLE: nonce}
@@ -263,7 +252,7 @@ async def run_holding(
                 if stdout.endswith(marker):
                     del stdout[-len(marker) :]
                     return ExecResult(0, bytes(stdout), bytes(stderr)), held
-            code = await wait_within(held.exit_code(started=True), timeout)
+            code = await held.exit_code(started=True)
     except BaseException:
         held.forget()
         raise
